@@ -190,7 +190,7 @@ class StudentPolicy(nn.Module):
             restart = torch.cummax(torch.where(reset, offsets.expand_as(reset), -1), dim=0).values
             steps = torch.where(restart >= 0, offsets - restart, steps)
         auto = (steps > 0) & (steps % n == 0)
-        self._steps = (steps[-1] + 1) % n
+        self._steps = steps[-1] + 1
         return auto if reset is None else (auto | reset)
 
     def _check(self, obs: torch.Tensor, reset: torch.Tensor | None) -> None:

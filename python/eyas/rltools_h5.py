@@ -124,6 +124,7 @@ def load_rltools_h5(path: str | os.PathLike, *, dtype: torch.dtype = torch.float
     policy = StudentPolicy(num_obs, num_actions, hidden, dtype=dtype, device=device, **policy_kwargs)
     policy.load_rltools_parameters(params)
     policy.checkpoint_name = checkpoint_name
+    policy.meta_text = meta_text  # verbatim, so a re-export can keep the exact attribute
     try:
         policy.meta = json.loads(meta_text) if meta_text else None
     except json.JSONDecodeError:

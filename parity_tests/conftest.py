@@ -1,0 +1,14 @@
+"""Fixtures for the parity tests."""
+import importlib.resources
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # parity, not speed; keeps the suite predictable on 2 cores
+
+
+@pytest.fixture(scope="session")
+def raptor_checkpoint():
+    """The released RAPTOR student from the foundation-policy package (a test dependency)."""
+    fp = pytest.importorskip("foundation_policy")
+    return str(importlib.resources.files(fp) / "blob" / "checkpoint.h5")
