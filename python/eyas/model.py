@@ -171,6 +171,8 @@ class StudentPolicy(nn.Module):
     def _run(self, obs: torch.Tensor, h: torch.Tensor | None, reset: torch.Tensor | None):
         x = torch.relu(self.input_layer(obs))
         gi = torch.nn.functional.linear(x, self.gru.weight_ih_l0, self.gru.bias_ih_l0)
+        if not (torch.is_grad_enabled() and gi.requires_grad):
+            return self._run_no_grad(gi, h, reset)
         start_is_initial = h is None
         h_start = self.initial_hidden_state.expand(obs.shape[1], self.hidden_dim) if h is None else h
         out = RecurrentGRU.apply(
@@ -178,6 +180,24 @@ class StudentPolicy(nn.Module):
             reset, start_is_initial, self.gradient_mode == "rltools",
         )
         return self.output_layer(out), out[-1]
+
+    def _run_no_grad(self, gi: torch.Tensor, h: torch.Tensor | None, reset: torch.Tensor | None):
+        """Same recurrence as RecurrentGRU.forward without saving anything for backward (inference)."""
+        hd = self.hidden_dim
+        w_hh, b_hh, h0 = self.gru.weight_hh_l0, self.gru.bias_hh_l0, self.initial_hidden_state
+        h = h0.expand(gi.shape[1], hd) if h is None else h
+        outs = []
+        for t in range(gi.shape[0]):
+            if reset is not None:
+                h = torch.where(reset[t].unsqueeze(1), h0, h)
+            gh = torch.addmm(b_hh, h, w_hh.t())
+            rz = torch.sigmoid(gi[t, :, : 2 * hd] + gh[:, : 2 * hd])
+            r, z = rz[:, :hd], rz[:, hd:]
+            n = torch.tanh(torch.addcmul(gi[t, :, 2 * hd :], r, gh[:, 2 * hd :]))
+            h = torch.addcmul((1 - z) * n, z, h)
+            outs.append(h)
+        out = torch.stack(outs)
+        return self.output_layer(out), h
 
     def _auto_reset_mask(self, seq_len: int, batch: int, device, reset: torch.Tensor | None) -> torch.Tensor:
         """rl-tools' evaluate_step: a sample's state returns to h0 once it has taken N steps."""
