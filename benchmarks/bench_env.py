@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Environment throughput: eyas' PointControlEnv vs l2f's vectorised C++ environment.
+
+Measures environment steps per second (number of envs x steps per second) at 1, 64, 1,024, 4,096 and 16,384
+environments on CPU (and CUDA when available), with randomised dynamics and random actions in [-1, 1]:
+
+* eyas env   `PointControlEnv.step`: physics, 22-D + 74-D observations, reward, termination, auto-reset
+               (new dynamics parameters and initial state for finished episodes)
+* eyas sim   `eyas.sim.step` only (RK4 physics)
+* l2f        `vectorN.step` + `observe` + `terminated` + `sample_initial_state_if_truncated` (same work as
+               the eyas env except reward and re-drawing parameters), at the sizes l2f compiles (1 ... 8192);
+               only if `import l2f` works. Its OpenMP threads and torch's intra-op threads use the same cores.
+
+    python benchmarks/bench_env.py [--sizes 1 64 1024 4096 16384] [--seconds 2] [--devices cpu cuda] [--threads N]
+
+`--threads N` sets torch's intra-op threads and l2f's OpenMP threads (OMP_NUM_THREADS) alike; on a shared or
+busy machine use 1 (oversubscribed threads slow both down by an order of magnitude).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from eyas import sim
+from eyas.envs import PointControlEnv, PointControlEnvCfg
+
+
+def timed(fn, seconds: float, sync) -> float:
+    """Calls per second of `fn` over at least `seconds` (after 3 warm-up calls)."""
+    for _ in range(3):
+        fn()
+    sync()
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        if calls % 5 == 0:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return calls / elapsed
+
+
+def bench_eyas(num_envs: int, device: str, seconds: float) -> tuple[float, float]:
+    env = PointControlEnv(PointControlEnvCfg(num_envs=num_envs, device=device, dynamics="randomized", seed=0))
+    generator = torch.Generator(device=device).manual_seed(1)
+    actions = torch.rand(64, num_envs, 4, generator=generator, device=device) * 2 - 1
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    k = [0]
+
+    def env_step():
+        env.step(actions[k[0] % 64])
+        k[0] += 1
+
+    env_rate = timed(env_step, seconds, sync) * num_envs
+    state, params = env.state, env.params
+
+    def sim_step():
+        sim.step(state, actions[k[0] % 64], params, validate=False)
+        k[0] += 1
+
+    sim_rate = timed(sim_step, seconds, sync) * num_envs
+    return env_rate, sim_rate
+
+
+def bench_l2f(num_envs: int, seconds: float) -> float | None:
+    try:
+        import l2f
+    except ImportError:
+        return None
+    if num_envs not in l2f.vector_selector:
+        return None
+    vector = l2f.vector_selector[num_envs]
+    device, env, params, rng = l2f.Device(), vector.VectorEnvironment(), vector.VectorParameters(), vector.VectorRng()
+    vector.initialize_environment(device, env)
+    vector.initialize_rng(device, rng, 0)
+    vector.sample_initial_parameters(device, env, params, rng)
+    state, next_state = vector.VectorState(), vector.VectorState()
+    vector.sample_initial_state(device, env, params, state, rng)
+    observation = np.zeros((num_envs, env.OBSERVATION_DIM), dtype=np.float32)
+    terminated = np.zeros(num_envs, dtype=bool)
+    actions = np.random.default_rng(1).uniform(-1, 1, (64, num_envs, 4)).astype(np.float32)
+    k = [0]
+
+    def step():
+        vector.step(device, env, params, state, actions[k[0] % 64], next_state, rng)
+        state.assign(next_state)
+        vector.observe(device, env, params, state, observation, rng)
+        vector.terminated(device, env, params, state, terminated, rng)
+        vector.sample_initial_state_if_truncated(device, env, params, state, terminated, rng)
+        k[0] += 1
+
+    return timed(step, seconds, lambda: None) * num_envs
+
+
+def rate(x: float | None) -> str:
+    return f"{x:>12,.0f}" if x is not None else f"{'-':>12}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024, 4096, 16384])
+    parser.add_argument("--seconds", type=float, default=2.0, help="minimum measuring time per entry")
+    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and l2f (OpenMP)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by l2f's OpenMP runtime at import
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; env steps per second "
+          "(environments x steps / s)\n")
+    l2f_rates = {n: bench_l2f(n, args.seconds) for n in args.sizes}
+    if all(v is None for v in l2f_rates.values()):
+        print("(l2f not importable: no C++ reference column)\n")
+    header = f"{'device':<6} {'envs':>7} {'eyas env':>12} {'eyas sim':>12} {'l2f (C++)':>12} {'env / l2f':>10}"
+    print(header)
+    print("-" * len(header))
+    for device in args.devices:
+        for n in args.sizes:
+            env_rate, sim_rate = bench_eyas(n, device, args.seconds)
+            reference = l2f_rates[n]
+            ratio = f"{env_rate / reference:>10.3f}" if reference else f"{'-':>10}"
+            print(f"{device:<6} {n:>7} {rate(env_rate)} {rate(sim_rate)} {rate(reference)} {ratio}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Embedded quadrotor environments (l2f physics from `eyas.sim`) with rsl_rl's `VecEnv` interface.
+
+    import gymnasium as gym, eyas.envs
+    env = gym.make("Isaac-Quadcopter-Point-Ctrl-v0", num_envs=1024, dynamics="randomized")
+    # or: env = eyas.envs.PointControlEnv(eyas.envs.PointControlEnvCfg(num_envs=1024))
+"""
+import gymnasium as gym
+
+from .evaluation import EvaluationResult, evaluate, student_policy_fn
+from .point_control import (
+    InitCfg,
+    ObservationNoiseCfg,
+    PointControlEnv,
+    PointControlEnvCfg,
+    RewardCfg,
+    TerminationCfg,
+    dynamics_features,
+    make_env,
+    policy_observation,
+)
+
+TASK_ID = "Isaac-Quadcopter-Point-Ctrl-v0"
+
+if TASK_ID not in gym.registry:
+    # disable_env_checker / order_enforce: gym.make returns the rsl_rl VecEnv itself (its step follows rsl_rl)
+    gym.register(id=TASK_ID, entry_point="eyas.envs.point_control:make_env", disable_env_checker=True,
+                 order_enforce=False)
+
+__all__ = [
+    "TASK_ID",
+    "EvaluationResult",
+    "InitCfg",
+    "ObservationNoiseCfg",
+    "PointControlEnv",
+    "PointControlEnvCfg",
+    "RewardCfg",
+    "TerminationCfg",
+    "dynamics_features",
+    "evaluate",
+    "make_env",
+    "policy_observation",
+    "student_policy_fn",
+]

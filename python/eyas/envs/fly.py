@@ -1,0 +1,95 @@
+"""`eyas fly CHECKPOINT.h5 [--model NAME | --randomized] [--episodes N] [--plot DIR]`: fly an rl-tools
+policy checkpoint (e.g. RAPTOR's) in the embedded point-control env and report how it flew."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from eyas.envs.evaluation import EvaluationResult, evaluate, student_policy_fn
+from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
+from eyas.sim import MODEL_NAMES
+
+
+def load_policy(checkpoint: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """An rl-tools HDF5 actor checkpoint as an `eyas.StudentPolicy` in evaluation mode."""
+    from eyas import load_rltools_h5
+
+    policy = load_rltools_h5(str(checkpoint))
+    return policy.to(device).eval()
+
+
+def default_checkpoint() -> Path:
+    """RAPTOR's released checkpoint from the `foundation-policy` package."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("foundation_policy") / "blob" / "checkpoint.h5"))
+
+
+def fly(policy: torch.nn.Module, dynamics: str, episodes: int, seed: int = 0, device: str = "cpu",
+        max_parallel: int = 1000, record: int = 0) -> EvaluationResult:
+    """Evaluate `policy` on `episodes` episodes of `dynamics` ("randomized" or a registry model)."""
+    cfg = PointControlEnvCfg(num_envs=min(episodes, max_parallel), device=device, seed=seed, dynamics=dynamics)
+    env = PointControlEnv(cfg)
+    return evaluate(student_policy_fn(policy), env, episodes, record_envs=record)
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial share."""
+    denominator = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_row(name: str, result: EvaluationResult) -> str:
+    low, high = wilson_interval(result.share_terminated, result.num_episodes)
+    return (f"{name:<12} {result.num_episodes:>8} {100 * result.share_terminated:>11.1f} %"
+            f"  [{100 * low:4.1f}, {100 * high:4.1f}]  {100 * result.mean_position_error:>10.2f} cm"
+            f"  {result.mean_return:>9.1f}  {result.mean_length:>7.1f}")
+
+
+HEADER = (f"{'dynamics':<12} {'episodes':>8} {'terminated':>13}  {'95% CI':>12}  {'pos. error':>13}"
+          f"  {'return':>9}  {'length':>7}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eyas fly", description=__doc__)
+    parser.add_argument("checkpoint", nargs="?", help="rl-tools .h5 checkpoint (default: RAPTOR's, foundation-policy)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--model", choices=MODEL_NAMES, help="fly one registry model")
+    group.add_argument("--randomized", action="store_true", help="RAPTOR's domain-randomised dynamics (default)")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--plot", type=Path, help="directory for flight plots of the first episodes")
+    parser.add_argument("--num-plots", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="write the summary as JSON")
+    args = parser.parse_args(argv)
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    policy = load_policy(checkpoint, args.device)
+    dynamics = args.model or "randomized"
+    start = time.time()
+    result = fly(policy, dynamics, args.episodes, args.seed, args.device, record=args.num_plots if args.plot else 0)
+    print(HEADER)
+    print(format_row(dynamics, result))
+    print(f"({time.time() - start:.1f} s; position error: mean |p| over the last {result.tail_steps} steps of "
+          "episodes that were not terminated)")
+    if args.plot:
+        from eyas.envs.plots import plot_flight
+
+        for i, trajectory in enumerate(result.trajectories):
+            path = plot_flight(trajectory, args.plot / f"{dynamics}_{i}.png", title=f"{checkpoint.name}: {dynamics}, episode {i}")
+            print(f"wrote {path}")
+    if args.json:
+        args.json.write_text(json.dumps({"checkpoint": str(checkpoint), "dynamics": dynamics, **result.summary()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,418 @@
+"""Point control with the embedded l2f multirotor: fly to and hold a target at the origin (RAPTOR's task).
+
+`PointControlEnv` is an rsl_rl (>= 3) `VecEnv` over `cfg.num_envs` multirotors integrated at 100 Hz by
+`eyas.sim.step`. Episodes last `max_episode_length` = 500 steps (5 s) unless terminated. Each environment
+has its own dynamics parameters: redrawn by RAPTOR's domain randomisation at every episode start
+(`dynamics="randomized"`), one registry model for all (`dynamics="crazyflie"`, ...), or a given `Params`
+batch (1 or `num_envs` sets). Defaults reproduce RAPTOR's MDP (rl-tools `src/foundation_policy`, l2f):
+
+* initial state: l2f `sample_initial_state` with init_90_deg: 10 % start at rest at the target, otherwise
+  position ~ U(+-0.5 m), random axis with angle ~ U(0, 1 rad), velocity ~ U(+-1 m/s), body rate ~ U(+-1 rad/s),
+  rotor speeds ~ U(min, middle of the range); previous-action history filled with the initial rotor speeds
+* termination: |p_i| > position_threshold (1 m for registry models; 20 x the rotor distance for randomised
+  dynamics, as l2f's sampler sets it), |v_i| > 2 m/s or |omega_i| > 35 rad/s; non-finite states also terminate
+* reward (l2f `Squared`, RAPTOR weights): 1.5 - (|p| + 0.1 * 2 acos(1 - |q_z|) + |a - a_prev|),
+  computed on the pre-step state; -100 on termination
+* observation noise / action noise: none (RAPTOR); configurable
+
+Observation groups (`get_observations()` returns a `TensorDict` with batch size [num_envs]):
+
+    "policy"  (18 + 4 H, RAPTOR's 22 for H = cfg.action_history_length = 1), with observation noise:
+        [0:3]   position - target (world frame, FLU / z-up)
+        [3:12]  rotation matrix body->world, row-major
+        [12:15] linear velocity (world frame)
+        [15:18] angular velocity (body frame)
+        [18:18+4H] previous actions in [-1, 1], most recent first (motor order FR, BR, BL, FL)
+    "teacher" (18 + 4 H + 4 + 48 = 74 for H = 1), privileged and noise-free; its first 26 entries are the
+        observation of RAPTOR's pre-training teachers (l2f `RotorSpeeds` after the action history).
+        Indices for H = 1 (add 4 (H - 1) from 22 on):
+        [0:22]   the policy layout without noise
+        [22:26]  rotor speeds, normalised to [-1, 1] over the action limits
+        [26]     ln(mass / 1 kg)
+        [27]     thrust-to-weight ratio at full action
+        [28]     largest rotor distance from the centre of mass / 0.1 m
+        [29:32]  log10 of the diagonal of J_inv [1 / (kg m^2)]
+        [32:44]  thrust coefficients c_ij * max_rotor_speed^j / (m |g|), rotor-major (c0, c1, c2)
+        [44:56]  rotor positions / largest rotor distance, rotor-major (x, y, z)
+        [56:60]  rotor torque constants x 100
+        [60:64]  rising motor time constants / 0.1 s
+        [64:68]  falling motor time constants / 0.1 s
+        [68:71]  disturbance force / (m |g|) (world frame)
+        [71:74]  disturbance angular acceleration J_inv T / (100 rad/s^2) (body frame)
+
+Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
+
+`step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
+to their next episode. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
+the others that ended, `extras["position_error"]` is |p - target| of the state reached by this step (before
+any reset), and `extras["log"]` holds episode statistics for rsl_rl's logger.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import torch
+from rsl_rl.env import VecEnv
+from tensordict import TensorDict
+
+from eyas import sim
+from eyas.sim import Params, State
+
+NUM_ACTIONS = 4
+NUM_DYNAMICS_FEATURES = 48
+
+
+@dataclass
+class InitCfg:
+    """Initial-state distribution (l2f `Initialization`); None keeps each parameter set's own value."""
+
+    guidance: float | None = 0.1
+    max_position: float | None = 0.5
+    max_angle: float | None = math.pi / 2  # > 0 enables random orientations (angle ~ U(0, 1 rad), as l2f)
+    max_linear_velocity: float | None = 1.0
+    max_angular_velocity: float | None = 1.0
+    relative_rpm: bool | None = True
+    min_rpm: float | None = -1.0
+    max_rpm: float | None = 0.0
+
+
+@dataclass
+class TerminationCfg:
+    """Termination thresholds (l2f `Termination`); None keeps each parameter set's own value
+    (position: 1 m for registry models, 20 x the largest rotor distance for randomised dynamics)."""
+
+    enabled: bool | None = True
+    position_threshold: float | None = None
+    linear_velocity_threshold: float | None = 2.0
+    angular_velocity_threshold: float | None = 35.0
+
+
+@dataclass
+class RewardCfg:
+    """Reward weights (l2f `Squared`; RAPTOR's values)."""
+
+    non_negative: bool = False
+    scale: float = 1.0
+    constant: float = 1.5
+    termination_penalty: float = -100.0
+    position: float = 1.0
+    position_clip: float = 0.0
+    orientation: float = 0.1
+    linear_velocity: float = 0.0
+    angular_velocity: float = 0.0
+    linear_acceleration: float = 0.0
+    angular_acceleration: float = 0.0
+    action: float = 0.0
+    d_action: float = 1.0
+
+
+@dataclass
+class ObservationNoiseCfg:
+    """Standard deviations of additive Gaussian noise on the policy observation (l2f `ObservationNoise`)."""
+
+    position: float = 0.0
+    orientation: float = 0.0  # added to each rotation-matrix entry
+    linear_velocity: float = 0.0
+    angular_velocity: float = 0.0
+
+
+@dataclass
+class PointControlEnvCfg:
+    num_envs: int = 4096
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    max_episode_length: int = 500
+    dynamics: str | Params = "randomized"  # "randomized", a registry model name, or a Params batch
+    domain_randomization: sim.DomainRandomizationRanges = field(default_factory=sim.DomainRandomizationRanges)
+    init: InitCfg = field(default_factory=InitCfg)
+    termination: TerminationCfg = field(default_factory=TerminationCfg)
+    reward: RewardCfg = field(default_factory=RewardCfg)
+    observation_noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
+    action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
+    action_history_length: int = 1
+    validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, Params):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, Params):
+                value = f"Params(batch_size={value.batch_size})"
+            out[f.name] = value
+        return out
+
+
+def _dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
+    return getattr(torch, name)
+
+
+class PointControlEnv(VecEnv, gym.Env):
+    """rsl_rl `VecEnv` for RAPTOR point control (see module docstring). Subclasses `gymnasium.Env` only so
+    `gymnasium.make("Isaac-Quadcopter-Point-Ctrl-v0")` can build it; `step` follows rsl_rl's API."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, cfg: PointControlEnvCfg | None = None, **overrides):
+        cfg = dataclasses.replace(cfg or PointControlEnvCfg(), **overrides)
+        if cfg.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {cfg.num_envs}")
+        if cfg.action_history_length < 1:
+            raise ValueError(f"action_history_length must be >= 1, got {cfg.action_history_length}")
+        self.cfg = cfg
+        self.num_envs = cfg.num_envs
+        self.num_actions = NUM_ACTIONS
+        self.max_episode_length = cfg.max_episode_length
+        self.device = torch.empty(0, device=cfg.device).device  # canonical, e.g. cuda -> cuda:0
+        self.dtype = _dtype(cfg.dtype)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.num_obs = 18 + 4 * cfg.action_history_length
+        self.num_teacher_obs = self.num_obs + 4 + NUM_DYNAMICS_FEATURES
+        self.target = torch.zeros(3, device=self.device, dtype=self.dtype)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.num_envs, NUM_ACTIONS))
+        self.observation_space = gym.spaces.Dict({
+            "policy": gym.spaces.Box(-math.inf, math.inf, (self.num_envs, self.num_obs)),
+            "teacher": gym.spaces.Box(-math.inf, math.inf, (self.num_envs, self.num_teacher_obs)),
+        })
+
+        if isinstance(cfg.dynamics, Params):
+            given = cfg.dynamics.to(self.device, self.dtype)
+            if given.batch_size not in (1, self.num_envs):
+                raise ValueError(f"dynamics Params must have batch size 1 or num_envs={self.num_envs}, "
+                                 f"got {given.batch_size}")
+            given.validate()
+            self._fixed_params = given.expand(self.num_envs)
+        elif cfg.dynamics == "randomized":
+            self._fixed_params = None
+        elif cfg.dynamics in sim.MODEL_NAMES:
+            self._fixed_params = sim.model_params(cfg.dynamics, self.dtype, self.device).expand(self.num_envs)
+        else:
+            raise ValueError(f"dynamics must be 'randomized', a registry model ({', '.join(sim.MODEL_NAMES)}) "
+                             f"or a Params batch, got {cfg.dynamics!r}")
+
+        self._nominal = sim.model_params("crazyflie", torch.float64, self.device)  # l2f's nominal model for DR
+        n, kwargs = self.num_envs, {"device": self.device, "dtype": self.dtype}
+        self.params: Params = self._new_params(n) if self._fixed_params is None else self._fixed_params.clone()
+        self._apply_mdp_cfg(self.params)
+        self.state: State = sim.sample_initial_state(self.params, self.generator)
+        self.action_history = torch.zeros(n, cfg.action_history_length, NUM_ACTIONS, **kwargs)
+        self.last_action = torch.zeros(n, NUM_ACTIONS, **kwargs)  # l2f StateLastAction (d_action reward)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.episode_return = torch.zeros(n, **kwargs)
+        self._dynamics_features = torch.zeros(n, NUM_DYNAMICS_FEATURES, **kwargs)
+        self._reset_idx(torch.arange(n, device=self.device), resample_state=False)
+
+    # --- parameters -----------------------------------------------------------------------------------
+    def _new_params(self, count: int) -> Params:
+        return sim.sample_domain_randomized_params(count, self.generator, self.cfg.domain_randomization,
+                                                   nominal=self._nominal, dtype=self.dtype, device=self.device,
+                                                   validate=False)
+
+    def _apply_mdp_cfg(self, params: Params) -> None:
+        """Write the configured MDP values (init, termination, reward, noise) into `params` in place."""
+        mdp = params.mdp
+
+        def put(tree, name, value):
+            if value is not None:
+                old = getattr(tree, name)
+                setattr(tree, name, torch.full_like(old, value))
+
+        for name, value in dataclasses.asdict(self.cfg.init).items():
+            put(mdp.init, name, value)
+        for name, value in dataclasses.asdict(self.cfg.termination).items():
+            put(mdp.termination, name, value)
+        for name, value in dataclasses.asdict(self.cfg.reward).items():
+            put(mdp.reward, name, value)
+        for name, value in dataclasses.asdict(self.cfg.observation_noise).items():
+            put(mdp.observation_noise, name, value)
+        put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
+
+    # --- reset ----------------------------------------------------------------------------------------
+    def _reset_idx(self, env_ids: torch.Tensor, resample_state: bool = True) -> None:
+        if env_ids.numel() == 0:
+            return
+        if self._fixed_params is None and resample_state:
+            params = self._new_params(env_ids.numel())
+            self._apply_mdp_cfg(params)
+            self.params.assign_(env_ids, params)
+        else:
+            params = self.params[env_ids]
+        if resample_state:
+            self.state.assign_(env_ids, sim.sample_initial_state(params, self.generator))
+        state = self.state[env_ids]
+        limit = params.dynamics.action_limit
+        normalized_rpm = (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
+        self.action_history[env_ids] = normalized_rpm[:, None, :].expand(-1, self.cfg.action_history_length, -1)
+        self.last_action[env_ids] = 0
+        self.episode_length_buf[env_ids] = 0
+        self.episode_return[env_ids] = 0
+        self._dynamics_features[env_ids] = dynamics_features(params, state)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:
+        """Start new episodes in all environments (optionally reseeding the generator)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self._reset_idx(torch.arange(self.num_envs, device=self.device))
+        return self.get_observations(), {}
+
+    # --- observations ---------------------------------------------------------------------------------
+    def _noise_free_policy_layout(self) -> torch.Tensor:
+        return policy_observation(self.state, self.action_history, self.target)
+
+    def _observation_noise(self) -> torch.Tensor | None:
+        if not any(dataclasses.asdict(self.cfg.observation_noise).values()):
+            return None
+        std = self.params.mdp.observation_noise
+        scale = torch.cat([std.position[:, None].expand(-1, 3), std.orientation[:, None].expand(-1, 9),
+                           std.linear_velocity[:, None].expand(-1, 3), std.angular_velocity[:, None].expand(-1, 3)], -1)
+        noise = scale * torch.randn(scale.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        return torch.nn.functional.pad(noise, (0, self.num_obs - 18))
+
+    def get_observations(self) -> TensorDict:
+        limit = self.params.dynamics.action_limit
+        rotor_speeds = (self.state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
+        noise_free = self._noise_free_policy_layout()
+        noise = self._observation_noise()
+        policy = noise_free if noise is None else noise_free + noise
+        teacher = torch.cat([noise_free, rotor_speeds, self._dynamics_features], dim=-1)
+        return TensorDict({"policy": policy, "teacher": teacher}, batch_size=[self.num_envs], device=self.device)
+
+    # --- step -----------------------------------------------------------------------------------------
+    def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
+        """Apply `actions` (num_envs, 4) in [-1, 1] (finite values outside are clamped, as in l2f)."""
+        if not isinstance(actions, torch.Tensor):
+            raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_envs}, 4), got {type(actions).__name__}")
+        if tuple(actions.shape) != (self.num_envs, NUM_ACTIONS):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {NUM_ACTIONS}) (num_envs, rotors), "
+                             f"got {tuple(actions.shape)}")
+        if not actions.is_floating_point():
+            raise ValueError(f"actions must be a floating-point tensor, got {actions.dtype}")
+        actions = actions.detach().to(self.device)
+        if self.cfg.validate_actions:
+            flags = torch.stack([torch.isnan(actions).any(), torch.isinf(actions).any()]).tolist()
+            if flags[0]:
+                raise ValueError("actions contain NaN")
+            if flags[1]:
+                raise ValueError("actions contain inf; actions must be finite (finite values outside [-1, 1] are clamped)")
+        actions = actions.to(self.dtype)
+        applied = actions
+        if self.cfg.action_noise > 0:
+            applied = actions + self.params.mdp.action_noise.normalized_rpm[:, None] * torch.randn(
+                actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        state = self.state
+        next_state = sim.step(state, applied, self.params, validate=False)
+        terminated = self._terminated(next_state)
+        rewards = torch.where(terminated, self.params.mdp.reward.termination_penalty,
+                              self._reward(state, actions, next_state))
+
+        self.state = next_state
+        self.action_history = torch.cat([actions[:, None], self.action_history[:, :-1]], dim=1)
+        self.last_action = actions
+        self.episode_length_buf += 1
+        self.episode_return += rewards
+        time_outs = (self.episode_length_buf >= self.max_episode_length) & ~terminated
+        dones = terminated | time_outs
+        extras = {
+            "time_outs": time_outs,
+            "terminated": terminated,
+            "position_error": torch.linalg.vector_norm(next_state.position - self.target, dim=-1),
+        }
+        done_ids = dones.nonzero()[:, 0]
+        if done_ids.numel() > 0:
+            finished_length = self.episode_length_buf[done_ids].to(self.dtype)
+            extras["log"] = {
+                "/episode/return": self.episode_return[done_ids].mean(),
+                "/episode/length": finished_length.mean(),
+                "/episode/terminated": terminated[done_ids].to(self.dtype).mean(),
+            }
+            self._reset_idx(done_ids)
+        return self.get_observations(), rewards, dones.long(), extras
+
+    def _terminated(self, s: State) -> torch.Tensor:
+        t = self.params.mdp.termination
+        out_of_bounds = (
+            ((s.position - self.target).abs() > t.position_threshold[:, None]).any(-1)
+            | (s.linear_velocity.abs() > t.linear_velocity_threshold[:, None]).any(-1)
+            | (s.angular_velocity.abs() > t.angular_velocity_threshold[:, None]).any(-1)
+        )
+        finite = torch.isfinite(torch.cat([s.position, s.orientation, s.linear_velocity, s.angular_velocity], -1)).all(-1)
+        return (t.enabled & out_of_bounds) | ~finite
+
+    def _reward(self, s: State, actions: torch.Tensor, s_next: State) -> torch.Tensor:
+        """l2f `Squared` reward (without the termination branch) for the transition s -a-> s_next."""
+        w = self.params.mdp.reward
+        dt = self.params.integration.dt
+        position_cost = torch.linalg.vector_norm(s.position - self.target, dim=-1)
+        position_cost = torch.where(w.position_clip > 0, torch.minimum(position_cost, w.position_clip), position_cost)
+        orientation_cost = 2 * torch.acos((1 - s.orientation[:, 3].abs()).clamp(-1, 1))
+        linear_velocity_cost = torch.linalg.vector_norm(s.linear_velocity, dim=-1)
+        angular_velocity_cost = torch.linalg.vector_norm(s.angular_velocity, dim=-1)
+        linear_acceleration_cost = torch.linalg.vector_norm(s_next.linear_velocity - s.linear_velocity, dim=-1) / dt
+        angular_acceleration_cost = torch.linalg.vector_norm(s_next.angular_velocity - s.angular_velocity, dim=-1) / dt
+        throttle = (actions + 1) / 2
+        action_cost = (throttle - self.params.dynamics.hovering_throttle_relative[:, None]).square().sum(-1)
+        d_action_cost = torch.linalg.vector_norm(actions - self.last_action, dim=-1)
+        weighted_cost = (w.position * position_cost + w.orientation * orientation_cost
+                         + w.linear_velocity * linear_velocity_cost + w.angular_velocity * angular_velocity_cost
+                         + w.linear_acceleration * linear_acceleration_cost
+                         + w.angular_acceleration * angular_acceleration_cost
+                         + w.action * action_cost + w.d_action * d_action_cost)
+        reward = -w.scale * weighted_cost + w.constant
+        return torch.where(w.non_negative, reward.clamp(min=0), reward)
+
+    def close(self) -> None:
+        pass
+
+
+def policy_observation(state: State, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 18 + 4 H) noise-free RAPTOR policy observation: position - target, rotation matrix (row-major),
+    linear velocity, body angular velocity, `action_history` (B, H, 4) most recent first (l2f `observe`)."""
+    n = state.position.shape[0]
+    position = state.position if target is None else state.position - target
+    rotation = sim.quaternion_to_rotation_matrix(state.orientation).reshape(n, 9)
+    return torch.cat([position, rotation, state.linear_velocity, state.angular_velocity,
+                      action_history.reshape(n, -1)], dim=-1)
+
+
+def dynamics_features(params: Params, state: State) -> torch.Tensor:
+    """(B, 48) privileged dynamics features of the teacher observation (layout in the module docstring)."""
+    d = params.dynamics
+    n = params.batch_size
+    weight = d.mass * torch.linalg.vector_norm(d.gravity, dim=-1)
+    max_speed = d.action_limit.max[:, None, None]
+    powers = torch.cat([torch.ones_like(max_speed), max_speed, max_speed * max_speed], dim=-1)  # (B, 1, 3)
+    rotor_distance = torch.linalg.vector_norm(d.rotor_positions, dim=-1)
+    arm = rotor_distance.amax(-1)
+    j_inv_diagonal = torch.diagonal(d.J_inv, dim1=-2, dim2=-1)
+    force = state.force if state.force is not None else torch.zeros_like(state.position)
+    torque = state.torque if state.torque is not None else torch.zeros_like(state.position)
+    features = torch.cat([
+        d.mass.log()[:, None],
+        sim.thrust_to_weight_ratio(params)[:, None],
+        (arm / 0.1)[:, None],
+        j_inv_diagonal.abs().clamp(min=1e-12).log10(),
+        (d.rotor_thrust_coefficients * powers / weight[:, None, None]).reshape(n, 12),
+        (d.rotor_positions / arm[:, None, None]).reshape(n, 12),
+        d.rotor_torque_constants * 100,
+        d.rotor_time_constants_rising / 0.1,
+        d.rotor_time_constants_falling / 0.1,
+        force / weight[:, None],
+        (d.J_inv * torque[:, None, :]).sum(-1) / 100,
+    ], dim=-1)
+    assert features.shape[-1] == NUM_DYNAMICS_FEATURES
+    return features
+
+
+def make_env(cfg: PointControlEnvCfg | None = None, **overrides) -> PointControlEnv:
+    """gymnasium entry point of `Isaac-Quadcopter-Point-Ctrl-v0`: `gym.make(id, cfg=..., num_envs=..., ...)`."""
+    overrides.pop("render_mode", None)
+    return PointControlEnv(cfg, **overrides)
