@@ -1,0 +1,148 @@
+"""`eyas distill` / `python -m eyas.distill`: distil teachers into the RAPTOR GRU student (rl-tools post-training).
+
+Defaults are rl-tools' (src/foundation_policy/post_training/config.h): 1000 epochs, 10 episodes per teacher and
+epoch, batches of 64 sequences of 500 steps, Adam lr 1e-4, 10 teacher-forcing epochs, on-policy, shuffled.
+Boolean flags take an optional value: ``--on_policy``, ``--on_policy false``, ``--no_on_policy``.
+Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from eyas.distill.runner import TASK_ID, DistillConfig
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help_text: str) -> None:
+    parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default, metavar="BOOL",
+                        help=f"{help_text} (default {str(default).lower()})")
+    parser.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DistillConfig()
+    p = argparse.ArgumentParser(prog="eyas distill", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", default=TASK_ID, help="environment id (the embedded env unless Isaac Lab provides it)")
+    p.add_argument("--teacher_checkpoint", nargs="+", default=None, metavar="PATH", required=False,
+                   help="teacher file(s) (.pt rsl_rl / .h5 rl-tools), teacher run directories, or a directory of "
+                        "teachers (one teacher per dynamics set, as RAPTOR)")
+    p.add_argument("--num_envs", type=int, default=d.num_envs, help="environment rows flown in parallel")
+    p.add_argument("--n_epochs", type=int, default=d.n_epochs, help="epochs (N_EPOCH)")
+    p.add_argument("--num_episodes", type=int, default=d.num_episodes, help="episodes per teacher and epoch")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="sequences per batch")
+    p.add_argument("--sequence_length", type=int, default=d.sequence_length,
+                   help="steps per sequence; 1 = MLP-style batches of single steps")
+    p.add_argument("--learning_rate", type=float, default=d.learning_rate, help="Adam step size (alpha)")
+    p.add_argument("--epoch_teacher_forcing", type=int, default=d.epoch_teacher_forcing,
+                   help="epochs in which the teacher flies (behaviour cloning) before DAgger")
+    _add_bool(p, "on_policy", d.on_policy, "rebuild the dataset every epoch (otherwise aggregate)")
+    _add_bool(p, "shuffle", d.shuffle, "shuffle episodes before packing batches")
+    _add_bool(p, "position_offset_correction", d.position_offset_correction,
+              "subtract each teacher's steady-state position offset from the student's stored positions")
+    p.add_argument("--offset_episodes", type=int, default=d.offset_episodes,
+                   help="teacher episodes for the steady-state offset / solved check")
+    p.add_argument("--min_teacher_return", type=float, default=d.min_teacher_return,
+                   help="refuse teachers whose mean return is lower (rl-tools SOLVED_RETURN)")
+    p.add_argument("--gradient_mode", choices=("rltools", "exact"), default=d.gradient_mode,
+                   help="GRU gradients as rl-tools computes them, or exact autograd (learns the initial state)")
+    p.add_argument("--eval_episodes", type=int, default=d.eval_episodes,
+                   help="held-out randomised-dynamics episodes per evaluation")
+    p.add_argument("--eval_registry_episodes", type=int, default=d.eval_registry_episodes,
+                   help="episodes per registry model per evaluation (0: none)")
+    p.add_argument("--eval_models", nargs="*", default=None, help="registry models to evaluate on (default: all)")
+    p.add_argument("--eval_every", type=int, default=d.eval_every, help="evaluate every N epochs")
+    p.add_argument("--final_eval_episodes", type=int, default=d.final_eval_episodes,
+                   help="held-out randomised episodes for the best actor's final evaluation")
+    p.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every, help="checkpoint every N epochs")
+    p.add_argument("--max_dataset_steps", type=int, default=None,
+                   help="cap of an aggregating dataset (oldest episodes dropped); default: all epochs")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--log_dir", default=d.log_dir, help="run directory (checkpoints, TensorBoard, plots)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --log_dir from its last complete epoch")
+    _add_bool(p, "plots", d.plots, "write training.png and flights.png at the end")
+    p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    fields = {k: v for k, v in vars(args).items() if k in DistillConfig.__dataclass_fields__}
+    fields["teacher_checkpoint"] = list(args.teacher_checkpoint or [])
+    return DistillConfig(**fields)
+
+
+def _explicit(argv: list[str] | None) -> set[str]:
+    """Names of the options given on the command line (not defaulted)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def resume_config(args: argparse.Namespace, argv: list[str] | None) -> DistillConfig:
+    """--resume: the saved run's settings, overridden by the options given now."""
+    from pathlib import Path
+
+    from eyas.distill.dataset import DistillationError
+
+    path = Path(args.log_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DistillationError(f"--resume: cannot read {path}: {e}") from e
+    saved["offset_window"] = tuple(saved["offset_window"])
+    given = config_from_args(args).to_dict()
+    for name in _explicit(argv) & set(saved):
+        saved[name] = tuple(given[name]) if name == "offset_window" else given[name]
+    return DistillConfig(**{k: v for k, v in saved.items() if k in DistillConfig.__dataclass_fields__})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eyas.distill.dataset import DistillationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resume_config(args, argv) if args.resume else config_from_args(args)
+        from eyas.distill.runner import DistillationRunner
+
+        runner = DistillationRunner(cfg, resume=args.resume, progress=not args.quiet)
+        summary = runner.run()
+    except DistillationError as e:
+        print(f"eyas distill: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eyas distill: interrupted; the last complete epoch can be continued with --resume", file=sys.stderr)
+        return 130
+    final = summary["final_eval"].get("randomized")
+    teachers = summary["teachers"]
+    print(json.dumps({k: summary[k] for k in ("best_actor", "best_epoch", "gradient_steps", "epochs")}, indent=None))
+    print(f"teachers (own dynamics): mean return {teachers['return_mean']:.1f}, "
+          f"terminated {100 * teachers['share_terminated']:.2f}%")
+    if final:
+        print(f"best student (held-out randomised dynamics, {final['episodes']} episodes): mean return "
+              f"{final['return_mean']:.1f} ({100 * summary['student_vs_teachers']:.1f}% of teachers), "
+              f"terminated {100 * final['share_terminated']:.2f}%")
+    for name, ev in summary["final_eval"].items():
+        if name != "randomized":
+            print(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
+    print(f"outputs in {cfg.log_dir}: best_actor.h5 (rl-tools), best_actor.pt, summary.json, TensorBoard events"
+          + (", training.png, flights.png" if cfg.plots else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Figures of a distillation run (`eyas distill` writes them at the end; `python -m eyas.distill.plots LOG_DIR`
+redraws them): training.png (loss, returns, terminations per epoch) and flights.png (a few flights of the best
+actor: position over time, 3-D path, motor commands)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure_module():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plot_training(log_dir: Path) -> Path:
+    """Loss per gradient step; collection and held-out returns; share terminated; registry-model returns."""
+    import torch
+
+    plt = _figure_module()
+    log_dir = Path(log_dir)
+    history = json.loads((log_dir / "history.json").read_text())
+    rows, teacher = history["history"], history["teacher_eval"]["summary"]
+    state = torch.load(log_dir / "state.pt", map_location="cpu", weights_only=False)
+    loss = np.asarray(state["loss_steps"], dtype=float)
+    epochs = np.array([r["epoch"] for r in rows])
+    actor_student = np.array([r["actor"] == "student" for r in rows])
+    coll = np.array([r["evaluation"]["return_mean"] for r in rows])
+    coll_term = np.array([r["evaluation"]["share_terminated"] for r in rows])
+    ev_rows = [r for r in rows if "eval" in r]
+    ev_epochs = np.array([r["epoch"] for r in ev_rows])
+
+    fig, ax = plt.subplots(2, 2, figsize=(13, 8.5))
+    a = ax[0, 0]
+    if loss.size:
+        a.plot(np.arange(1, loss.size + 1), loss, lw=0.6, alpha=0.5, label="per gradient step")
+        steps_end = np.array([r["gradient_steps"] for r in rows])
+        a.plot(steps_end, [r["loss"] for r in rows], "o-", ms=3, label="epoch mean")
+        a.set_yscale("log")
+    a.set_xlabel("gradient step")
+    a.set_ylabel("MSE loss (student vs teacher actions)")
+    a.set_title("imitation loss")
+    a.legend()
+
+    a = ax[0, 1]
+    a.axhline(teacher["return_mean"], color="k", ls="--", lw=1, label=f"teachers, own dynamics ({teacher['return_mean']:.0f})")
+    a.axhline(0.9 * teacher["return_mean"], color="gray", ls=":", lw=1, label="90 % of teachers")
+    a.plot(epochs[~actor_student], coll[~actor_student], "s", ms=4, color="tab:green", label="collection: teachers fly")
+    a.plot(epochs[actor_student], coll[actor_student], "o-", ms=3, color="tab:blue",
+           label="collection: student on teachers' dynamics")
+    if ev_rows and "randomized" in ev_rows[0]["eval"]:
+        a.plot(ev_epochs, [r["eval"]["randomized"]["return_mean"] for r in ev_rows], "o-", ms=3, color="tab:red",
+               label="student, held-out randomised dynamics")
+    a.set_xlabel("epoch")
+    a.set_ylabel("mean return (500 steps)")
+    a.set_title("returns")
+    a.legend(fontsize=8)
+
+    a = ax[1, 0]
+    a.plot(epochs, 100 * coll_term, "o-", ms=3, label="collection")
+    if ev_rows and "randomized" in ev_rows[0]["eval"]:
+        a.plot(ev_epochs, [100 * r["eval"]["randomized"]["share_terminated"] for r in ev_rows], "o-", ms=3,
+               color="tab:red", label="held-out randomised")
+    a.axhline(100 * teacher["share_terminated"], color="k", ls="--", lw=1, label="teachers")
+    a.set_xlabel("epoch")
+    a.set_ylabel("terminated episodes [%]")
+    a.set_title("share terminated")
+    a.legend(fontsize=8)
+
+    a = ax[1, 1]
+    models = [n for n in (ev_rows[0]["eval"] if ev_rows else {}) if n != "randomized"]
+    for name in models:
+        a.plot(ev_epochs, [r["eval"][name]["return_mean"] for r in ev_rows], "o-", ms=2, label=name)
+    a.set_xlabel("epoch")
+    a.set_ylabel("mean return")
+    a.set_title("student on registry models")
+    if models:
+        a.legend(fontsize=8, ncol=2)
+    else:
+        a.text(0.5, 0.5, "no per-epoch registry evaluation\n(--eval_registry_episodes 0)", ha="center", va="center",
+               transform=a.transAxes)
+    fig.suptitle(f"eyas distill: {log_dir.name}")
+    fig.tight_layout()
+    out = _save(fig, log_dir / "training.png")
+    plt.close(fig)
+    return out
+
+
+def plot_flights(log_dir: Path) -> Path:
+    """Position over time, 3-D path and motor commands of the recorded flights (flights.json)."""
+    plt = _figure_module()
+    log_dir = Path(log_dir)
+    flights = json.loads((log_dir / "flights.json").read_text())
+    n = len(flights)
+    fig = plt.figure(figsize=(15, 3.2 * n))
+    for i, f in enumerate(flights):
+        pos = np.asarray(f["position"])
+        act = np.asarray(f["action"])
+        t = np.arange(len(pos)) * f.get("dt", 0.01)
+        title = f"{f['label']}: return {f['return']:.0f}" + (" (terminated)" if f["terminated"] else "")
+        a = fig.add_subplot(n, 3, 3 * i + 1)
+        for k, name in enumerate("xyz"):
+            a.plot(t, pos[:, k], label=name)
+        a.axhline(0, color="k", lw=0.5)
+        a.set_xlabel("time [s]")
+        a.set_ylabel("position [m]")
+        a.set_title(title, fontsize=9)
+        a.legend(fontsize=7)
+        a = fig.add_subplot(n, 3, 3 * i + 2, projection="3d")
+        a.plot(pos[:, 0], pos[:, 1], pos[:, 2])
+        a.scatter([pos[0, 0]], [pos[0, 1]], [pos[0, 2]], color="g", s=15, label="start")
+        a.scatter([0], [0], [0], color="r", marker="x", s=30, label="target")
+        a.set_xlabel("x")
+        a.set_ylabel("y")
+        a.set_zlabel("z")
+        a.legend(fontsize=7)
+        a = fig.add_subplot(n, 3, 3 * i + 3)
+        for k in range(act.shape[1]):
+            a.plot(t, act[:, k], lw=0.8, label=f"motor {k}")
+        a.set_ylim(-1.05, 1.05)
+        a.set_xlabel("time [s]")
+        a.set_ylabel("action [-1, 1]")
+        a.legend(fontsize=7, ncol=4)
+    fig.suptitle("best actor: flights")
+    fig.tight_layout()
+    out = _save(fig, log_dir / "flights.png")
+    plt.close(fig)
+    return out
+
+
+def plot_run(log_dir: Path) -> list[Path]:
+    out = [plot_training(log_dir)]
+    if (Path(log_dir) / "flights.json").is_file():
+        out.append(plot_flights(log_dir))
+    return out
+
+
+if __name__ == "__main__":
+    for p in plot_run(Path(sys.argv[1])):
+        print(p)

@@ -1,0 +1,562 @@
+"""`DistillationRunner`: rl-tools' post-training loop (src/foundation_policy/post_training/main.cpp) in PyTorch.
+
+    setup   load teachers; estimate each teacher's steady-state position offset and check it is solved
+            (mean return >= min_teacher_return, rl-tools' SOLVED_RETURN = 300)
+    epoch   1. ON_POLICY: clear the dataset
+            2. collect num_episodes episodes per teacher: the teacher flies for the first epoch_teacher_forcing
+               epochs, the student afterwards (DAgger); teachers label every step
+            3. log the collection's returns ("evaluation/..."); from the first DAgger epoch on, the student that
+               flew is the best actor if its mean return over teachers is the highest so far
+            4. one pass over the dataset in rl-tools' batches (shuffled episodes packed into batch_size rows of
+               sequence_length steps): MSE, rl-tools' Adam
+            5. checkpoint (PyTorch + rl-tools HDF5), evaluate on held-out randomised dynamics and registry models
+    end     save the best actor; evaluate it; plots
+
+Everything random comes from one CPU `torch.Generator` (saved with each epoch), so `resume` continues a run as if it
+had not stopped (on the same device and thread count).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from eyas.distill.collect import (
+    TeacherBank,
+    TeacherStats,
+    check_teachers_against_env,
+    collect,
+    estimate_position_offsets,
+    load_teachers,
+    teacher_label,
+)
+from eyas.distill.dataset import DistillationError, EpisodeDataset
+from eyas.distill.trainer import Distillation
+from eyas.model import StudentPolicy
+
+TASK_ID = "Isaac-Quadcopter-Point-Ctrl-v0"
+
+
+@dataclass
+class DistillConfig:
+    """All settings of a distillation run (CLI flags of the same names; defaults are rl-tools' post-training)."""
+
+    teacher_checkpoint: list[str] = field(default_factory=list)
+    task: str = TASK_ID
+    num_envs: int = 1024  # environment rows flown in parallel during collection and offset estimation
+    n_epochs: int = 1000  # N_EPOCH
+    num_episodes: int = 10  # NUM_EPISODES per teacher and epoch
+    batch_size: int = 64  # BATCH_SIZE
+    sequence_length: int = 500  # SEQUENCE_LENGTH
+    learning_rate: float = 1e-4  # ADAM_PARAMETERS::ALPHA
+    epoch_teacher_forcing: int = 10  # EPOCH_TEACHER_FORCING
+    on_policy: bool = True  # ON_POLICY
+    shuffle: bool = True  # SHUFFLE
+    position_offset_correction: bool = True  # STEADY_STATE_POSITION_CORRECTION
+    offset_episodes: int = 100  # NUM_EPISODES_EVAL (teacher evaluation for the offset)
+    offset_window: tuple[int, int] = (250, 500)  # STEADY_STATE_POSITION_OFFSET_ESTIMATION_START / _END
+    min_teacher_return: float = 300.0  # SOLVED_RETURN
+    hidden_dim: int = 16  # HIDDEN_DIM
+    gradient_mode: str = "rltools"
+    eval_episodes: int = 100  # held-out randomised dynamics per evaluation (NUM_EPISODES_EVAL)
+    eval_registry_episodes: int = 10  # per registry model per evaluation
+    eval_models: list[str] | None = None  # None: all registry models
+    eval_every: int = 1
+    final_eval_episodes: int = 1000
+    checkpoint_every: int = 1
+    max_dataset_steps: int | None = None  # cap of an aggregating (off-policy) dataset; oldest episodes dropped
+    device: str = "auto"
+    seed: int = 0
+    log_dir: str = "runs/distill"
+    plots: bool = True
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["offset_window"] = list(self.offset_window)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DistillationError(f"--device {name}: CUDA is not available in this PyTorch build / machine")
+    return device
+
+
+def resolve_task(task: str):
+    """Environment configuration for ``task``: the embedded `PointControlEnv` for Isaac-Quadcopter-Point-Ctrl-v0
+    unless an Isaac Lab task of that id is importable."""
+    import gymnasium as gym
+
+    try:  # an installed Isaac Lab registers its tasks on import
+        import isaaclab  # noqa: F401
+        import isaaclab_tasks  # noqa: F401
+        isaac = True
+    except ImportError:
+        isaac = False
+    import eyas.envs  # registers the embedded env when nobody else did
+    from eyas.envs import PointControlEnvCfg
+
+    if task not in gym.registry:
+        raise DistillationError(f"unknown --task {task!r}; the embedded env is {TASK_ID!r}")
+    entry = str(gym.registry[task].entry_point)
+    if entry.startswith("eyas."):
+        return PointControlEnvCfg()
+    if isaac:
+        raise DistillationError(
+            f"--task {task!r} is an Isaac Lab task ({entry}); eyas' distillation needs per-environment dynamics "
+            f"(one teacher per dynamics set, eyas.sim.Params), which Isaac Lab tasks do not expose. "
+            f"Uninstall or hide Isaac Lab to use the embedded env.")
+    raise DistillationError(f"--task {task!r} is registered by {entry}, not by eyas")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """Held-out randomised dynamics plus registry models in one batched env (one episode per row).
+    The dynamics and initial states are fixed (seeded), so epochs are compared on the same flights."""
+
+    def __init__(self, env_cfg, *, randomized: int, per_model: int, models: list[str], seed: int, device):
+        from eyas import sim
+        from eyas.envs import PointControlEnv
+
+        g = torch.Generator().manual_seed(seed)
+        dtype = getattr(torch, env_cfg.dtype) if isinstance(env_cfg.dtype, str) else env_cfg.dtype
+        parts, self.groups = [], []
+        if randomized > 0:
+            parts.append(sim.sample_domain_randomized_params(randomized, g, env_cfg.domain_randomization,
+                                                             dtype=dtype, device="cpu"))
+            self.groups.append(("randomized", 0, randomized))
+        start = randomized
+        for name in models if per_model > 0 else []:
+            parts.append(sim.model_params(name, dtype=dtype).expand(per_model))
+            self.groups.append((name, start, start + per_model))
+            start += per_model
+        if not parts:
+            raise DistillationError("evaluation needs eval_episodes > 0 or eval_registry_episodes > 0")
+        params = sim.Params.stack(parts)
+        self.seed = seed
+        self.env = PointControlEnv(dataclasses.replace(env_cfg, num_envs=params.batch_size, dynamics=params.to(device),
+                                                       seed=seed, device=str(device)))
+
+    @torch.no_grad()
+    def __call__(self, student: StudentPolicy) -> dict[str, dict]:
+        from eyas.envs import evaluate, student_policy_fn
+
+        result = evaluate(student_policy_fn(student), self.env, num_episodes=self.env.num_envs, seed=self.seed)
+        out = {}
+        for name, a, b in self.groups:
+            r, length, term = result.returns[a:b], result.lengths[a:b], result.terminated[a:b]
+            out[name] = {"return_mean": float(r.mean()), "return_std": float(r.std()),
+                         "episode_length_mean": float(length.mean()), "episode_length_std": float(length.std()),
+                         "share_terminated": float(term.mean()), "episodes": int(b - a)}
+        return out
+
+
+def record_flights(student: StudentPolicy, env_cfg, device, seed: int, models=("crazyflie",), randomized: int = 3):
+    """A few recorded flights (positions, actions, ...) of ``student``: randomised dynamics and registry models."""
+    from eyas import sim
+    from eyas.envs import PointControlEnv, evaluate, student_policy_fn
+
+    g = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, env_cfg.dtype) if isinstance(env_cfg.dtype, str) else env_cfg.dtype
+    parts = [sim.sample_domain_randomized_params(randomized, g, env_cfg.domain_randomization, dtype=dtype, device="cpu")]
+    parts += [sim.model_params(m, dtype=dtype) for m in models]
+    labels = [f"randomized {i}" for i in range(randomized)] + list(models)
+    params = sim.Params.stack(parts)
+    env = PointControlEnv(dataclasses.replace(env_cfg, num_envs=params.batch_size, dynamics=params.to(device),
+                                              seed=seed, device=str(device)))
+    result = evaluate(student_policy_fn(student), env, num_episodes=params.batch_size, record_envs=params.batch_size,
+                      seed=seed)
+    flights = []
+    for i, (label, traj) in enumerate(zip(labels, result.trajectories)):
+        flights.append({"label": label, "return": float(result.returns[i]), "terminated": bool(result.terminated[i]),
+                        **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in traj.items()}})
+    return flights
+
+
+# ---------------------------------------------------------------------------------------------- runner
+class DistillationRunner:
+    """Runs `DistillConfig` end to end; ``run()`` returns the final summary (also written to summary.json)."""
+
+    def __init__(self, cfg: DistillConfig, teachers: list | None = None, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.progress = progress
+        self.log_dir = Path(cfg.log_dir)
+        self._validate_numbers()
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        self.device = resolve_device(cfg.device)
+        self.env_cfg = resolve_task(cfg.task)
+        if resume:
+            state_path = self.log_dir / "state.pt"
+            if not state_path.is_file():
+                raise DistillationError(f"--resume: no complete epoch in {self.log_dir} (missing {state_path.name})")
+        elif (self.log_dir / "state.pt").exists():
+            raise DistillationError(f"{self.log_dir} already holds a run; pass --resume to continue it or choose "
+                                    f"another --log_dir")
+        if teachers is None:
+            if not cfg.teacher_checkpoint:
+                raise DistillationError("no teachers: pass --teacher_checkpoint FILE_OR_DIR [...]")
+            teachers = load_teachers(cfg.teacher_checkpoint, self.device)
+        from eyas.envs import PointControlEnv
+
+        probe = PointControlEnv(dataclasses.replace(self.env_cfg, num_envs=1, device=str(self.device)))
+        check_teachers_against_env(teachers, probe)
+        self.num_obs, self.num_actions = probe.num_obs, probe.num_actions
+        self.max_episode_length = int(probe.max_episode_length)
+        self._check_batch_fits(len(teachers))
+        self.bank = TeacherBank(teachers, self.device)
+        self.resume = resume
+
+    # ------------------------------------------------------------------ validation
+    def _validate_numbers(self) -> None:
+        c = self.cfg
+        for name in ("n_epochs", "num_episodes", "batch_size", "sequence_length", "num_envs", "offset_episodes",
+                     "eval_every", "checkpoint_every"):
+            if int(getattr(c, name)) < 1:
+                raise DistillationError(f"--{name} must be >= 1, got {getattr(c, name)}")
+        if c.epoch_teacher_forcing < 0:
+            raise DistillationError(f"--epoch_teacher_forcing must be >= 0, got {c.epoch_teacher_forcing}")
+        if not (c.learning_rate > 0 and math.isfinite(c.learning_rate)):
+            raise DistillationError(f"--learning_rate must be a positive number, got {c.learning_rate}")
+        if c.gradient_mode not in ("rltools", "exact"):
+            raise DistillationError(f"--gradient_mode must be 'rltools' or 'exact', got {c.gradient_mode!r}")
+        a, b = c.offset_window
+        if not 0 <= a < b:
+            raise DistillationError(f"offset window must satisfy 0 <= start < end, got {c.offset_window}")
+
+    def _check_batch_fits(self, num_teachers: int) -> None:
+        c = self.cfg
+        per_epoch = num_teachers * c.num_episodes * self.max_episode_length
+        available = per_epoch if c.on_policy else per_epoch * c.n_epochs
+        if c.max_dataset_steps is not None and not c.on_policy:
+            available = min(available, c.max_dataset_steps)
+        need = c.batch_size * c.sequence_length
+        if available <= need:
+            raise DistillationError(
+                f"--batch_size {c.batch_size} x --sequence_length {c.sequence_length} = {need} steps per batch, but "
+                f"the dataset can hold at most {available} steps ({num_teachers} teachers x {c.num_episodes} episodes "
+                f"x {self.max_episode_length} steps{'' if c.on_policy else ' x epochs'}); rl-tools needs more than one "
+                f"batch of data. Lower --batch_size / --sequence_length or raise --num_episodes.")
+        if c.max_dataset_steps is not None and not c.on_policy and c.max_dataset_steps < per_epoch:
+            raise DistillationError(f"--max_dataset_steps {c.max_dataset_steps} is smaller than one epoch's data "
+                                    f"({per_epoch} steps)")
+
+    # ------------------------------------------------------------------ state
+    def _new_student(self) -> StudentPolicy:
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        return StudentPolicy(self.num_obs, self.num_actions, self.cfg.hidden_dim, gradient_mode=self.cfg.gradient_mode,
+                             generator=g).to(self.device)
+
+    def _dataset(self) -> EpisodeDataset:
+        c = self.cfg
+        per_epoch = len(self.bank) * c.num_episodes * self.max_episode_length
+        capacity = per_epoch if c.on_policy else (c.max_dataset_steps or per_epoch * c.n_epochs)
+        per_epoch_episodes = len(self.bank) * c.num_episodes
+        # an aggregating dataset may hold up to one episode per step (short DAgger episodes), 24 bytes each
+        episodes = per_epoch_episodes if c.on_policy else min(capacity, per_epoch_episodes * c.n_epochs)
+        try:
+            return EpisodeDataset(capacity, self.num_obs, self.num_actions, max_episodes=episodes, device=self.device)
+        except (RuntimeError, MemoryError) as e:  # allocation failure
+            need = EpisodeDataset.nbytes_for(capacity, self.num_obs, self.num_actions, episodes)
+            raise DistillationError(f"cannot allocate the dataset ({capacity} steps, {need / 2**20:.0f} MiB): {e}; "
+                                    f"use --on_policy or --max_dataset_steps") from e
+
+    def _save_state(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch, "config": self.cfg.to_dict(), "trainer": self.trainer.state_dict(),
+            "generator": self.generator.get_state(), "best": self.best, "history": self.history,
+            "loss_steps": self.loss_steps, "offsets": self.offsets, "teacher_eval": self.teacher_eval,
+            "teachers": [getattr(t, "source", "") for t in self.bank.teachers],
+        }
+        if not self.cfg.on_policy:
+            state["dataset"] = self.dataset.state_dict()
+        atomic_save(state, self.log_dir / "state.pt")
+        atomic_write_text(json.dumps({"config": self.cfg.to_dict(), "teacher_eval": self.teacher_eval,
+                                      "offsets": self.offsets.tolist(), "history": self.history},
+                                     indent=1, default=_json_default), self.log_dir / "history.json")
+
+    # settings a resumed run must share with the run it continues (others, e.g. n_epochs or device, may change)
+    RESUME_FIXED = ("task", "num_episodes", "batch_size", "sequence_length", "learning_rate", "epoch_teacher_forcing",
+                    "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
+                    "hidden_dim", "gradient_mode", "seed", "max_dataset_steps")
+
+    def _load_state(self) -> int:
+        state = torch.load(self.log_dir / "state.pt", map_location="cpu", weights_only=False)
+        mine = self.cfg.to_dict()
+        changed = [f"{k}: {state['config'].get(k)!r} -> {mine[k]!r}" for k in self.RESUME_FIXED
+                   if state["config"].get(k) != mine[k]]
+        if changed:
+            raise DistillationError(f"--resume: settings differ from the run in {self.log_dir}: " + "; ".join(changed))
+        if int(state["epoch"]) + 1 >= self.cfg.n_epochs:
+            raise DistillationError(f"--resume: the run in {self.log_dir} already finished epoch {state['epoch']}; "
+                                    f"raise --n_epochs (now {self.cfg.n_epochs}) to continue it")
+        saved_sources = state.get("teachers", [])
+        sources = [getattr(t, "source", "") for t in self.bank.teachers]
+        if saved_sources != sources:
+            raise DistillationError(f"--resume: the run in {self.log_dir} used {len(saved_sources)} other teachers "
+                                    f"({saved_sources[:2]}...); pass the same --teacher_checkpoint")
+        self.trainer.load_state_dict(state["trainer"])
+        self.generator.set_state(state["generator"])
+        self.best = state["best"]
+        if self.best.get("student") is not None:
+            self.best["student"] = {k: v.to(self.device) for k, v in self.best["student"].items()}
+        self.history, self.loss_steps = state["history"], state["loss_steps"]
+        self.offsets, self.teacher_eval = state["offsets"], state["teacher_eval"]
+        if "dataset" in state:
+            self.dataset.load_state_dict(state["dataset"])
+        return int(state["epoch"]) + 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_actor(self, student: StudentPolicy, directory: Path, stem: str, meta: dict) -> None:
+        from eyas.rltools_h5 import save_rltools_h5
+
+        cpu = copy.deepcopy(student).to("cpu", torch.float32)
+        cpu.reset()
+        save_rltools_h5(cpu, directory / f"{stem}.h5", meta={"exported_by": "eyas distill", **meta,
+                        "environment": {"name": "l2f", "observation": "Position.OrientationRotationMatrix."
+                                        "LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"}})
+        atomic_save({"state_dict": cpu.state_dict(), "num_obs": cpu.num_obs, "num_actions": cpu.num_actions,
+                     "hidden_dim": cpu.hidden_dim, "meta": meta}, directory / f"{stem}.pt")
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        c = self.cfg
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.trainer = Distillation(self._new_student(), learning_rate=c.learning_rate, batch_size=c.batch_size,
+                                    sequence_length=c.sequence_length, shuffle=c.shuffle, device=self.device)
+        self.dataset = self._dataset()
+        self.best = {"return": None, "epoch": None, "student": None}
+        self.history, self.loss_steps = [], []
+        if self.resume:
+            start_epoch = self._load_state()
+        else:
+            start_epoch = 0
+            self._setup_teachers()  # validates every teacher before anything is written
+        models = list(c.eval_models) if c.eval_models is not None else None
+        if models is None:
+            from eyas.sim import MODEL_NAMES
+            models = list(MODEL_NAMES)
+        self.eval_models = models
+        evaluator = Evaluator(self.env_cfg, randomized=c.eval_episodes, per_model=c.eval_registry_episodes,
+                              models=models, seed=c.seed + 1_000_003, device=self.device)
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(self.log_dir), purge_step=self.trainer.num_updates if self.resume else None)
+        atomic_write_text(json.dumps(c.to_dict(), indent=1), self.log_dir / "config.json")
+        offsets = self.offsets if c.position_offset_correction else None
+        bar = tqdm(range(start_epoch, c.n_epochs), initial=start_epoch, total=c.n_epochs, desc="distill",
+                   disable=True if not self.progress else None, dynamic_ncols=True)  # None: off when not a TTY
+        idle_epochs = 0
+        for epoch in bar:
+            row = {"epoch": epoch}
+            teacher_forcing = epoch < c.epoch_teacher_forcing
+            if c.on_policy:
+                self.dataset.clear()
+            elif self.dataset.num_steps + len(self.bank) * c.num_episodes * self.max_episode_length > self.dataset.capacity:
+                row["dropped_steps"] = self.dataset.drop_oldest(
+                    self.dataset.num_steps + len(self.bank) * c.num_episodes * self.max_episode_length
+                    - self.dataset.capacity)
+            t0 = time.perf_counter()
+            student = self.trainer.student
+            student.eval()
+            stats = collect(self.bank, self.env_cfg, num_episodes=c.num_episodes, num_envs=c.num_envs,
+                            generator=self.generator, device=self.device,
+                            student=None if teacher_forcing else student, position_offsets=offsets,
+                            dataset=self.dataset)
+            row["collect_s"] = time.perf_counter() - t0
+            row["actor"] = "teacher" if teacher_forcing else "student"
+            row["dataset_steps"], row["dataset_episodes"] = self.dataset.num_steps, self.dataset.num_episodes
+            summary = stats.summary()
+            row["evaluation"] = summary
+            for key, tag in (("return_mean", "return/mean"), ("return_std", "return/std"),
+                             ("episode_length_mean", "episode_length/mean"), ("episode_length_std", "episode_length/std"),
+                             ("share_terminated", "share_terminated")):
+                writer.add_scalar(f"evaluation/{tag}", summary[key], epoch)
+            if not teacher_forcing and (self.best["return"] is None or summary["return_mean"] > self.best["return"]):
+                self.best = {"return": summary["return_mean"], "epoch": epoch,
+                             "student": {k: v.detach().clone() for k, v in student.state_dict().items()}}
+            # training
+            t0 = time.perf_counter()
+
+            def log_loss(step, loss):
+                value = float(loss)
+                self.loss_steps.append(value)
+                writer.add_scalar("loss", value, step)
+
+            result = self.trainer.update(self.dataset, self.generator, log_loss)
+            row["train_s"] = time.perf_counter() - t0
+            row["loss"], row["num_batches"] = result["loss"], result["num_batches"]
+            row["gradient_steps"] = self.trainer.num_updates
+            writer.add_scalar("epoch/loss", result["loss"], epoch)
+            if result["num_batches"] == 0:
+                tqdm.write(f"epoch {epoch}: the dataset ({self.dataset.num_steps} steps) holds less than one batch; "
+                           f"no training step")
+                idle_epochs += 1
+                if c.on_policy and not teacher_forcing and idle_epochs >= 3:
+                    raise DistillationError(
+                        f"training stalled: {idle_epochs} DAgger epochs in a row collected fewer steps than one batch "
+                        f"({self.dataset.num_steps} < {c.batch_size} x {c.sequence_length}; the student's episodes "
+                        f"end early). rl-tools' settings assume ~1000 teachers; with few teachers raise "
+                        f"--num_episodes or --epoch_teacher_forcing, shorten --sequence_length, or use --on_policy false. "
+                        f"Checkpoints up to epoch {epoch - 1} are complete.")
+            else:
+                idle_epochs = 0
+            # checkpoint and evaluation of the trained actor
+            if (epoch + 1) % c.checkpoint_every == 0 or epoch == c.n_epochs - 1:
+                self._save_actor(self.trainer.student, self.log_dir / "checkpoints" / str(epoch), "actor",
+                                 {"epoch": epoch, "gradient_steps": self.trainer.num_updates})
+            if (epoch + 1) % c.eval_every == 0 or epoch == c.n_epochs - 1:
+                t0 = time.perf_counter()
+                self.trainer.student.eval()
+                evaluation = evaluator(self.trainer.student)
+                row["eval_s"] = time.perf_counter() - t0
+                row["eval"] = evaluation
+                for name, ev in evaluation.items():
+                    writer.add_scalar(f"{name}/return/mean", ev["return_mean"], epoch)
+                    writer.add_scalar(f"{name}/return/std", ev["return_std"], epoch)
+                    writer.add_scalar(f"{name}/episode_length/mean", ev["episode_length_mean"], epoch)
+                    writer.add_scalar(f"{name}/episode_length/std", ev["episode_length_std"], epoch)
+                    writer.add_scalar(f"{name}/share_terminated", ev["share_terminated"], epoch)
+            for key in ("collect_s", "train_s", "eval_s"):
+                if key in row:
+                    writer.add_scalar(f"timing/{key}", row[key], epoch)
+            self.history.append(row)
+            self._save_state(epoch)
+            writer.flush()
+            held_out = row.get("eval", {}).get("randomized")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", ret=f"{summary['return_mean']:.0f}",
+                            held_out=f"{held_out['return_mean']:.0f}" if held_out else "-")
+            tqdm.write(f"epoch {epoch:4d} {row['actor']:7s} return {summary['return_mean']:7.1f} "
+                       f"terminated {100 * summary['share_terminated']:5.1f}% | loss {row['loss']:.5f} "
+                       f"({row['num_batches']} batches) | held-out "
+                       + (f"{held_out['return_mean']:7.1f} terminated {100 * held_out['share_terminated']:5.1f}%"
+                          if held_out else "-")
+                       + f" | {row['collect_s']:.1f}s collect {row['train_s']:.1f}s train {row.get('eval_s', 0):.1f}s eval",
+                       file=None)
+        bar.close()
+        writer.close()
+        return self._finish(evaluator)
+
+    def _setup_teachers(self) -> None:
+        c = self.cfg
+        t0 = time.perf_counter()
+        self.offsets, stats = estimate_position_offsets(self.bank, self.env_cfg, num_episodes=c.offset_episodes,
+                                                        window=tuple(c.offset_window), num_envs=c.num_envs,
+                                                        generator=self.generator, device=self.device)
+        per_teacher = [{"name": teacher_label(t), "source": getattr(t, "source", ""),
+                        "return_mean": float(stats.mean_return[i]), "episode_length_mean": float(stats.mean_length[i]),
+                        "share_terminated": float(stats.share_terminated[i]), "position_offset": self.offsets[i].tolist()}
+                       for i, t in enumerate(self.bank.teachers)]
+        self.teacher_eval = {"summary": stats.summary(), "teachers": per_teacher, "episodes": c.offset_episodes,
+                             "seconds": time.perf_counter() - t0}
+        weak = [(p["name"], p["return_mean"]) for p in per_teacher if p["return_mean"] < c.min_teacher_return]
+        if weak:
+            listed = ", ".join(f"{n} ({r:.1f})" for n, r in weak[:5])
+            raise DistillationError(f"{len(weak)} teacher(s) have a mean return below --min_teacher_return "
+                                    f"{c.min_teacher_return} on their own dynamics ({c.offset_episodes} episodes): "
+                                    f"{listed}; rl-tools refuses unsolved teachers")
+
+    def _finish(self, evaluator: Evaluator) -> dict:
+        c = self.cfg
+        best = StudentPolicy(self.num_obs, self.num_actions, c.hidden_dim).to(self.device)
+        if self.best["student"] is not None:
+            best.load_state_dict(self.best["student"])
+            best_epoch, chosen = self.best["epoch"], "best collection return"
+        else:  # only teacher-forcing epochs ran: no student was ever flown, keep the last one
+            best.load_state_dict(self.trainer.student.state_dict())
+            best_epoch, chosen = len(self.history) - 1, "last (no DAgger epoch ran)"
+        best.eval()
+        meta = {"epoch_chosen": best_epoch, "selection": chosen, "teachers": len(self.bank)}
+        self._save_actor(best, self.log_dir, "best_actor", meta)
+        self._save_actor(self.trainer.student, self.log_dir, "final_actor", {"epoch": len(self.history) - 1})
+        final = Evaluator(self.env_cfg, randomized=c.final_eval_episodes, per_model=max(c.eval_registry_episodes, 10),
+                          models=self.eval_models, seed=c.seed + 2_000_029,
+                          device=self.device)
+        final_eval = final(best)
+        flights = record_flights(best, self.env_cfg, self.device, seed=c.seed + 3_000_017)
+        teachers = self.teacher_eval["summary"]
+        held_out = final_eval.get("randomized")
+        summary = {
+            "best_actor": str(self.log_dir / "best_actor.h5"), "best_epoch": best_epoch, "selection": chosen,
+            "best_collection_return": self.best["return"],
+            "teachers": {"count": len(self.bank), "return_mean": teachers["return_mean"],
+                         "share_terminated": teachers["share_terminated"],
+                         "episodes_each": self.teacher_eval["episodes"]},
+            "final_eval": final_eval,
+            "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
+                                    if held_out and teachers["return_mean"] else None),
+            "gradient_steps": self.trainer.num_updates, "epochs": len(self.history),
+            "seconds": {k: sum(r.get(k, 0.0) for r in self.history) for k in ("collect_s", "train_s", "eval_s")},
+        }
+        summary["foundation_policy_check"] = _check_foundation_policy(self.log_dir / "best_actor.h5")
+        atomic_write_text(json.dumps(summary, indent=1, default=_json_default), self.log_dir / "summary.json")
+        atomic_write_text(json.dumps(flights), self.log_dir / "flights.json")
+        if c.plots:
+            from eyas.distill.plots import plot_run
+
+            summary["plots"] = [str(p) for p in plot_run(self.log_dir)]
+        return summary
+
+
+def _check_foundation_policy(path: Path) -> dict:
+    """Load an exported actor with `foundation_policy.load` (which checks the stored example) when installed."""
+    try:
+        import foundation_policy
+    except ImportError:
+        return {"checked": False, "reason": "foundation_policy is not installed"}
+    try:
+        foundation_policy.load(str(path))
+    except Exception as e:  # noqa: BLE001 - report whatever the loader raises
+        return {"checked": True, "ok": False, "error": f"{type(e).__name__}: {e}"}
+    return {"checked": True, "ok": True}

@@ -1,0 +1,103 @@
+"""`eyas distill` on bad input: one clear error line, exit status 2, and no run directory written."""
+import h5py
+import numpy as np
+import pytest
+
+from eyas.distill.cli import main
+
+
+def write_teacher(path, num_obs: int = 74, bias: float = 0.4, seed: int = 0):
+    """An rl-tools-layout actor (one dense layer) as `eyas.teachers.load_teacher` reads it."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        actor = f.create_group("actor")
+        actor.attrs["type"] = "sequential"
+        layer = actor.create_group("layers").create_group("0")
+        layer.attrs["type"] = "dense"
+        layer.attrs["activation_function"] = "IDENTITY"
+        layer.create_group("weights").create_dataset("parameters", data=0.1 * rng.standard_normal((4, num_obs)).astype(np.float32))
+        layer.create_group("biases").create_dataset("parameters", data=np.full((1, 4), bias, np.float32))
+    return path
+
+
+def run(tmp_path, *args):
+    log_dir = tmp_path / "run"
+    argv = ["--log_dir", str(log_dir), "--device", "cpu", "--quiet", "--num_envs", "64", "--offset_episodes", "2",
+            "--min_teacher_return=-1e9", *map(str, args)]
+    return main(argv), log_dir
+
+
+def check_error(capsys, rc, log_dir, *needles):
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1 and lines[0].startswith("eyas distill: error:"), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert not log_dir.exists(), "nothing may be written on bad input"
+
+
+def test_missing_teacher(tmp_path, capsys):
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", tmp_path / "nope.pt")
+    check_error(capsys, rc, log_dir, "nope.pt", "does not exist")
+
+
+def test_no_teacher_given(tmp_path, capsys):
+    rc, log_dir = run(tmp_path)
+    check_error(capsys, rc, log_dir, "--teacher_checkpoint")
+
+
+def test_unreadable_teacher(tmp_path, capsys):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", bad)
+    check_error(capsys, rc, log_dir, "cannot", "teacher.pt")
+    bad_h5 = tmp_path / "teacher.h5"
+    bad_h5.write_bytes(b"\x89HDF\r\n garbage")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", bad_h5)
+    check_error(capsys, rc, log_dir, "teacher.h5")
+
+
+def test_teacher_observation_mismatch(tmp_path, capsys):
+    good = write_teacher(tmp_path / "good.h5")
+    wrong = write_teacher(tmp_path / "wrong.h5", num_obs=30)
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", good, wrong)
+    check_error(capsys, rc, log_dir, "teacher 1", "wrong", "30", "74")
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_sequence_length_not_positive(tmp_path, capsys, value):
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", write_teacher(tmp_path / "t.h5"), "--sequence_length", value)
+    check_error(capsys, rc, log_dir, "--sequence_length must be >= 1")
+
+
+def test_batch_larger_than_data(tmp_path, capsys):
+    """2 teachers x 3 episodes x 500 steps = 3000 steps at most < 64 x 500."""
+    teachers = [write_teacher(tmp_path / f"t{i}.h5", seed=i) for i in range(2)]
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", *teachers, "--num_episodes", 3)
+    check_error(capsys, rc, log_dir, "--batch_size 64", "3000 steps")
+
+
+def test_nan_teacher_actions(tmp_path, capsys):
+    good = write_teacher(tmp_path / "good.h5")
+    nan = write_teacher(tmp_path / "nan.h5", bias=float("nan"))
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", good, nan, "--batch_size", 2, "--sequence_length", 10)
+    check_error(capsys, rc, log_dir, "teacher 1", "nan", "non-finite actions")
+
+
+def test_resume_without_run_and_overwrite_refused(tmp_path, capsys):
+    t = write_teacher(tmp_path / "t.h5")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", t, "--resume")
+    check_error(capsys, rc, log_dir, "--resume")
+    log_dir.mkdir()
+    (log_dir / "state.pt").write_bytes(b"")
+    rc, _ = run(tmp_path, "--teacher_checkpoint", t, "--batch_size", 2, "--sequence_length", 10)
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds a run" in err
+
+
+def test_bad_boolean_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--on_policy", "maybe"])
+    assert e.value.code == 2
+    assert "expected true/false" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""`eyas teacher train|eval|export` end to end on a tiny budget (plumbing, not learning)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("eyas.envs")
+
+from eyas.envs import PointControlEnv  # noqa: E402
+from eyas.sim import model_params  # noqa: E402
+from eyas.teachers import check_teacher_env, load_teacher, load_teacher_set  # noqa: E402
+from eyas.teachers.cli import main  # noqa: E402
+
+TINY = ["--iterations", "2", "--num-envs", "32", "--steps-per-env", "8", "--eval-interval", "1", "--eval-envs", "8",
+        "--final-eval-episodes", "8", "--actor-hidden", "16", "--critic-hidden", "16", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teachers")
+    assert main(["train", "--dynamics", "crazyflie", "--sample", "1", "--out", str(out)] + TINY) == 0
+    assert main(["train", "--mode", "privileged", "--out", str(out)] + TINY) == 0
+    return out
+
+
+def test_train_writes_rsl_rl_checkpoint_and_sidecar(runs):
+    assert sorted(p.name for p in runs.iterdir()) == ["crazyflie", "privileged", "sampled_s0_000"]
+    run = runs / "crazyflie"
+    side = json.loads((run / "teacher.json").read_text())
+    # default selection: the checkpoint with the best deterministic evaluation return (evaluated every iteration)
+    rows = list(csv.DictReader((run / "curve.csv").open()))
+    best = int(max(rows, key=lambda r: float(r["mean_return"]))["iteration"])
+    assert side["training"]["selected_iteration"] == best and side["checkpoint"] == f"model_{best}.pt"
+    assert (run / side["checkpoint"]).is_file() and (run / "model_1.pt").is_file()  # rsl_rl's final save too
+    assert side["mode"] == "per-dynamics" and side["training"]["iterations"] == 2
+    assert {"mean_return", "share_terminated", "mean_final_position_error"} <= set(side["evaluation"])
+    assert list(run.glob("events.out.tfevents.*")) and len(rows) == 2
+    ckpt = torch.load(run / side["checkpoint"], weights_only=False)
+    assert {"actor_state_dict", "critic_state_dict", "optimizer_state_dict", "iter"} <= set(ckpt)
+
+
+def test_trained_teachers_load_with_their_dynamics(runs):
+    teachers = load_teacher_set(runs)
+    assert [t.name for t in teachers] == ["crazyflie", "privileged", "sampled_s0_000"]
+    crazyflie, privileged, sampled = teachers
+    assert privileged.params is None and privileged.meta["mode"] == "privileged"
+    expected = model_params("crazyflie")
+    torch.testing.assert_close(crazyflie.params.dynamics.mass, expected.dynamics.mass)
+    assert sampled.params is not None and not torch.allclose(sampled.params.dynamics.mass, expected.dynamics.mass)
+    env = PointControlEnv(num_envs=4, dynamics=crazyflie.params)
+    check_teacher_env(crazyflie, env)
+    actions = crazyflie.act_on(env.get_observations())
+    assert actions.shape == (4, 4) and actions.abs().max() <= 1
+
+
+def test_eval_and_export(runs, tmp_path, capsys):
+    result = tmp_path / "eval.json"
+    assert main(["eval", str(runs / "crazyflie"), str(runs / "privileged"), "--episodes", "8", "--num-envs", "8",
+                 "--json", str(result)]) == 0
+    rows = json.loads(result.read_text())
+    assert [r["teacher"] for r in rows] == ["crazyflie", "privileged"]
+    assert [r["dynamics"] for r in rows] == ["fixed", "randomized"]
+    assert main(["export", str(runs / "crazyflie"), str(tmp_path / "exported")]) == 0
+    name = json.loads((runs / "crazyflie" / "teacher.json").read_text())["checkpoint"]
+    exported = torch.load(tmp_path / "exported" / name, weights_only=False)
+    assert "optimizer_state_dict" not in exported and "actor_state_dict" in exported
+    a, b = load_teacher(runs / "crazyflie"), load_teacher(tmp_path / "exported")
+    obs = torch.randn(16, a.num_obs)
+    torch.testing.assert_close(a.act(obs), b.act(obs))
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path)]) == 2
+    assert "needs --dynamics" in capsys.readouterr().err
+    assert main(["train", "--dynamics", "no_such_model", "--out", str(tmp_path)]) == 2
+    assert "neither a registry model" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
