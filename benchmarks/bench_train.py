@@ -111,7 +111,12 @@ def bench_epoch(args, device: torch.device) -> dict:
                                            generator=g, device=device)
     t_offsets = time.perf_counter() - t
     ds = EpisodeDataset(len(bank) * args.num_episodes * 500, 22, 4, device=device)
-    student = StudentPolicy(22, 4, generator=torch.Generator().manual_seed(0)).to(device)
+    if args.student:  # a trained student flies DAgger episodes of realistic length
+        from eyas.rltools_h5 import load_rltools_h5
+
+        student = load_rltools_h5(args.student).to(device)
+    else:
+        student = StudentPolicy(22, 4, generator=torch.Generator().manual_seed(0)).to(device)
     out = {"teachers": len(bank), "stacked_teachers": bank.stacked, "num_episodes": args.num_episodes,
            "offset_estimation_s": t_offsets}
     for mode, actor in (("dagger", student), ("teacher_forcing", None)):  # train below on the teachers' data
@@ -137,6 +142,10 @@ def bench_epoch(args, device: torch.device) -> dict:
     evaluator(student)
     out["eval_s"] = time.perf_counter() - t
     out["epoch_dagger_s"] = out["collect_dagger_s"] + out["train_s"] + out["eval_s"]
+    # rl-tools' epoch (1000 teachers x 10 episodes x 500 steps = 5e6 steps, ~146 batches of 64 x 500) at these rates
+    if result["num_batches"]:
+        out["raptor_scale_epoch_s_estimate"] = (5e6 / out["collect_dagger_env_steps_per_s"]
+                                                + 5e6 / out["train_sample_steps_per_s"])
     return out
 
 
@@ -147,6 +156,7 @@ def main() -> None:
     p.add_argument("--teachers", nargs="+", default=None,
                    help="teacher files/dirs or foundation_policy, as eyas distill (default: synthetic teachers)")
     p.add_argument("--num_teachers", type=int, default=8, help="synthetic teachers")
+    p.add_argument("--student", default=None, help="rl-tools .h5 student for the DAgger rollouts (default: untrained)")
     p.add_argument("--num_episodes", type=int, default=10)
     p.add_argument("--num_envs", type=int, default=1024)
     p.add_argument("--batch_size", type=int, default=64)
@@ -177,7 +187,9 @@ def main() -> None:
           f"collect teacher-forcing {e['collect_teacher_forcing_s']:.1f} s, DAgger {e['collect_dagger_s']:.1f} s "
           f"({e['collect_dagger_env_steps_per_s']:.0f} env-steps/s), train {e['train_s']:.1f} s "
           f"({e['train_batches']} batches, {e.get('train_sample_steps_per_s', 0):.0f} sample-steps/s), "
-          f"eval {e['eval_s']:.1f} s -> DAgger epoch {e['epoch_dagger_s']:.1f} s")
+          f"eval {e['eval_s']:.1f} s -> DAgger epoch {e['epoch_dagger_s']:.1f} s"
+          + (f"; rl-tools-scale epoch (5e6 steps) ~{e['raptor_scale_epoch_s_estimate']:.0f} s"
+             if "raptor_scale_epoch_s_estimate" in e else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

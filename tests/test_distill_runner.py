@@ -140,6 +140,8 @@ def test_run_writes_checkpoints_tensorboard_and_exports(tmp_path, teachers):
         assert (run / f).is_file(), f
     assert not list(run.rglob(".*.tmp"))
     assert summary["foundation_policy_check"] == {"checked": True, "ok": True}
+    # teacher 1 has no dynamics parameters (privileged, randomised): it is evaluated on the same held-out set
+    assert summary["privileged_teachers_on_held_out"]["teachers"] == 1
     assert summary["best_epoch"] in (1, 2) and summary["gradient_steps"] > 0
     # best actor = the student that flew in the best DAgger epoch, before that epoch's training
     from eyas.rltools_h5 import load_rltools_h5

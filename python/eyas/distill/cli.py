@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best student (held-out randomised dynamics, {final['episodes']} episodes): mean return "
               f"{final['return_mean']:.1f} ({100 * summary['student_vs_teachers']:.1f}% of teachers), "
               f"terminated {100 * final['share_terminated']:.2f}%")
+    ref = summary.get("privileged_teachers_on_held_out")
+    if ref:
+        print(f"  teacher(s) on the same held-out set: mean return {ref['return_mean']:.1f}, "
+              f"terminated {100 * ref['share_terminated']:.2f}%")
     for name, ev in summary["final_eval"].items():
         if name != "randomized":
             print(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")

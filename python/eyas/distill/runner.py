@@ -187,9 +187,16 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, student: StudentPolicy) -> dict[str, dict]:
-        from eyas.envs import evaluate, student_policy_fn
+        from eyas.envs import student_policy_fn
 
-        result = evaluate(student_policy_fn(student), self.env, num_episodes=self.env.num_envs, seed=self.seed)
+        return self.evaluate_fn(student_policy_fn(student))
+
+    @torch.no_grad()
+    def evaluate_fn(self, policy_fn) -> dict[str, dict]:
+        """Evaluate ``policy_fn(obs, reset_mask) -> actions`` (`eyas.envs.evaluate`'s interface)."""
+        from eyas.envs import evaluate
+
+        result = evaluate(policy_fn, self.env, num_episodes=self.env.num_envs, seed=self.seed)
         out = {}
         for name, a, b in self.groups:
             r, length, term = result.returns[a:b], result.lengths[a:b], result.terminated[a:b]
@@ -197,6 +204,16 @@ class Evaluator:
                          "episode_length_mean": float(length.mean()), "episode_length_std": float(length.std()),
                          "share_terminated": float(term.mean()), "episodes": int(b - a)}
         return out
+
+
+def _teacher_policy_fn(teacher):
+    """`eyas.envs.evaluate` policy function for a teacher (recurrent ones reset where episodes start)."""
+    from eyas.distill.collect import select_input
+    from eyas.envs import student_policy_fn
+
+    if getattr(teacher, "is_recurrent", False):
+        return student_policy_fn(teacher.policy, obs_group=teacher.obs_group)
+    return lambda obs, reset_mask: teacher.act(select_input(teacher, obs))
 
 
 def record_flights(student: StudentPolicy, env_cfg, device, seed: int, models=("crazyflie",), randomized: int = 3):
@@ -524,6 +541,11 @@ class DistillationRunner:
                           models=self.eval_models, seed=c.seed + 2_000_029,
                           device=self.device)
         final_eval = final(best)
+        # teachers trained over randomised dynamics can fly the same held-out set: the like-for-like reference
+        privileged = [t for t in self.bank.teachers if getattr(t, "params", None) is None][:3]
+        if not any(name == "randomized" for name, _, _ in final.groups):
+            privileged = []
+        teachers_held_out = [final.evaluate_fn(_teacher_policy_fn(t))["randomized"] for t in privileged]
         flights = record_flights(best, self.env_cfg, self.device, seed=c.seed + 3_000_017)
         teachers = self.teacher_eval["summary"]
         held_out = final_eval.get("randomized")
@@ -534,6 +556,11 @@ class DistillationRunner:
                          "share_terminated": teachers["share_terminated"],
                          "episodes_each": self.teacher_eval["episodes"]},
             "final_eval": final_eval,
+            "privileged_teachers_on_held_out": (
+                {"teachers": len(teachers_held_out),
+                 "return_mean": sum(r["return_mean"] for r in teachers_held_out) / len(teachers_held_out),
+                 "share_terminated": sum(r["share_terminated"] for r in teachers_held_out) / len(teachers_held_out)}
+                if teachers_held_out else None),
             "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                     if held_out and teachers["return_mean"] else None),
             "gradient_steps": self.trainer.num_updates, "epochs": len(self.history),
