@@ -12,29 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import platform
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from timing import timeit  # benchmarks/timing.py
+
 import eyas
 from eyas.bridge import chain_for
 from eyas.optim import RLToolsAdam
-
-
-def timeit(fn, repeat: int, number: int, sync=lambda: None) -> float:
-    """Median seconds per call over `repeat` runs of `number` calls (after one warm-up run)."""
-    fn()
-    sync()
-    runs = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(number):
-            fn()
-        sync()
-        runs.append((time.perf_counter() - t) / number)
-    return statistics.median(runs)
 
 
 def main() -> None:

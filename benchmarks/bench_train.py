@@ -15,25 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
 
-
-def timeit(fn, repeat: int, number: int, sync=lambda: None) -> float:
-    """Median seconds per call over `repeat` runs of `number` calls (after one warm-up call)."""
-    fn()
-    sync()
-    runs = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(number):
-            fn()
-        sync()
-        runs.append((time.perf_counter() - t) / number)
-    return statistics.median(runs)
+from timing import timeit  # benchmarks/timing.py
 
 
 def synthetic_dataset(num_obs: int, steps: int, seed: int = 0):

@@ -6,8 +6,7 @@ import torch
 
 from eyas import StudentPolicy
 from eyas.bridge import chain_for
-
-
+from eyas.parity import torch_loss_and_grads  # noqa: F401 (re-exported for the tests)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -30,18 +29,6 @@ def random_sequences(seq: int, batch: int, num_obs: int, dtype, seed: int, reset
     y = 0.5 * torch.randn(seq, batch, 4, generator=g, dtype=dtype)
     reset = torch.rand(seq, batch, generator=g) < reset_prob if reset_prob > 0 else None
     return x, y, reset
-
-
-def torch_loss_and_grads(policy: StudentPolicy, x, y, reset):
-    """PyTorch forward from the initial state, rl-tools' MSE, backward: (output, loss, dL/dx, {name: grad})."""
-    xg = x.clone().requires_grad_(True)
-    policy.zero_grad(set_to_none=True)
-    policy.reset()
-    out = policy(xg, reset)
-    loss = torch.nn.functional.mse_loss(out, y)
-    loss.backward()
-    grads = {k: v.grad.detach().clone() for k, v in policy.rltools_parameters().items()}
-    return out.detach(), loss.detach(), xg.grad.detach(), grads
 
 
 def bridge_loss_and_grads(chain, x, y, reset):

@@ -8,7 +8,7 @@ import torch
 
 from eyas.optim import RLToolsAdam
 from eyas.parity import adam_trajectory, random_batches
-from parity_helpers import U32, chain_for, random_policy
+from parity_helpers import chain_for, random_policy
 
 
 def test_single_step_matches_bridge_and_differs_from_torch_adam():

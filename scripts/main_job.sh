@@ -1,7 +1,28 @@
 #!/usr/bin/env bash
-# Set up (scripts/bootstrap.sh) and run the main job.
+# Set up (scripts/bootstrap.sh) and run the main job:
+#   1. parity of the released RAPTOR checkpoint against rl-tools' own C++ (a table of errors);
+#   2. a small but real distillation on the CPU: the committed privileged PPO teacher
+#      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm,
+#      evaluated on held-out randomised dynamics and every registry model, exported to rl-tools HDF5
+#      (checked with foundation_policy), with TensorBoard logs and plots.
+# Usage: bash scripts/main_job.sh [RUN_DIR]   (default: runs/main_job-<date>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+RUN_DIR=${1:-runs/main_job-$(date +%Y%m%d-%H%M%S)}
+
 CHECKPOINT=$(.venv/bin/python -c "import importlib.resources as r; print(r.files('foundation_policy') / 'blob' / 'checkpoint.h5')")
+echo "== 1/2 parity: released RAPTOR checkpoint, PyTorch vs rl-tools C++"
 .venv/bin/eyas parity "$CHECKPOINT"
+
+# rl-tools' algorithm at CPU scale (docs/distillation.md, "Small runs on a CPU"): one teacher instead of 1000,
+# so more episodes per epoch, an aggregating dataset, shorter sequences in wider batches, a larger step size.
+echo "== 2/2 distillation: fixtures/teachers/privileged -> RAPTOR student, log dir $RUN_DIR"
+.venv/bin/eyas distill \
+  --teacher_checkpoint fixtures/teachers/privileged \
+  --num_envs 256 --num_episodes 256 --n_epochs 150 --epoch_teacher_forcing 5 \
+  --batch_size 256 --sequence_length 100 --learning_rate 1e-3 \
+  --on_policy false --max_dataset_steps 400000 \
+  --eval_every 10 --eval_episodes 64 --eval_registry_episodes 4 --final_eval_episodes 500 \
+  --checkpoint_every 10 --num_threads 1 --seed 0 --log_dir "$RUN_DIR"
+echo "open $RUN_DIR/training.png and $RUN_DIR/flights.png; tensorboard --logdir $RUN_DIR"

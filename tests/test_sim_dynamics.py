@@ -11,13 +11,7 @@ from eyas.sim import Params, State
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared machines (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
 
 
 def rotors_off(params: Params) -> Params:

@@ -29,13 +29,7 @@ U32 = 2.0 ** -24  # float32 unit roundoff
 N_STEP_CHAIN = 4 * 26 + 14  # longest operation chain of one step (module docstring)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared machines (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
 
 
 def gamma(n: int, u: float = U32) -> float:

@@ -99,24 +99,30 @@ def compare(policy: StudentPolicy, x: torch.Tensor, y: torch.Tensor, reset: torc
     dx_c = chain.backward(chain.mse_gradient(out_c, yn))
     grads_c = chain.get_gradients()
 
-    xg = x.clone().requires_grad_(True)
-    policy.zero_grad(set_to_none=True)
-    policy.reset()
-    out = policy(xg, reset)
-    loss = torch.nn.functional.mse_loss(out, y)
-    loss.backward()
-
-    rows = [Row("output", *_errors(out.detach().numpy(), out_c), tol["output"], "abs"),
-            Row("loss", *_errors(loss.detach().numpy(), np.array(loss_c)), tol["relative"], "rel"),
-            Row("d_input", *_errors(xg.grad.numpy(), dx_c), tol["relative"], "rel")]
-    for name, p in policy.rltools_parameters().items():
-        rows.append(Row(f"grad {name}", *_errors(p.grad.numpy(), grads_c[name]), tol["relative"], "rel"))
+    out, loss, dx, grads = torch_loss_and_grads(policy, x, y, reset)
+    rows = [Row("output", *_errors(out.numpy(), out_c), tol["output"], "abs"),
+            Row("loss", *_errors(loss.numpy(), np.array(loss_c)), tol["relative"], "rel"),
+            Row("d_input", *_errors(dx.numpy(), dx_c), tol["relative"], "rel")]
+    for name, grad in grads.items():
+        rows.append(Row(f"grad {name}", *_errors(grad.numpy(), grads_c[name]), tol["relative"], "rel"))
     policy.zero_grad(set_to_none=True)
     if adam_steps:
         batches = list(random_batches(policy.num_obs, policy.initial_hidden_state.dtype, adam_steps, seed=7))
         curve = adam_trajectory(policy, batches, cpp_policy=cpp_policy)
         rows.append(Row(f"params after {adam_steps} Adam steps", float("nan"), float(curve.max()), tol["adam"], "rel"))
     return rows
+
+
+def torch_loss_and_grads(policy, x, y, reset):
+    """PyTorch forward from the initial state, rl-tools' MSE, backward: (output, loss, dL/dx, {name: grad})."""
+    xg = x.clone().requires_grad_(True)
+    policy.zero_grad(set_to_none=True)
+    policy.reset()
+    out = policy(xg, reset)
+    loss = torch.nn.functional.mse_loss(out, y)
+    loss.backward()
+    grads = {k: v.grad.detach().clone() for k, v in policy.rltools_parameters().items()}
+    return out.detach(), loss.detach(), xg.grad.detach(), grads
 
 
 def format_table(rows: list[Row], title: str) -> str:

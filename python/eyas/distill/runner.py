@@ -31,7 +31,6 @@ import torch
 
 from eyas.distill.collect import (
     TeacherBank,
-    TeacherStats,
     check_teachers_against_env,
     collect,
     estimate_position_offsets,

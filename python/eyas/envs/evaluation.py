@@ -73,7 +73,7 @@ def evaluate(policy_fn: PolicyFn, env, num_episodes: int, tail_steps: int = 100,
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
     n = env.num_envs
     per_env = math.ceil(num_episodes / n)
-    device, dtype = env.device, env.dtype
+    device = env.device
     obs, _ = env.reset(seed=seed)
     reset_mask = torch.ones(n, dtype=torch.bool, device=device)
     episode_return = torch.zeros(n, dtype=torch.float64, device=device)

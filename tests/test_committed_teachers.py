@@ -1,0 +1,43 @@
+"""The teachers committed under fixtures/teachers load, fit the env and still fly.
+
+Bounds: on 4096 held-out episodes the crazyflie teacher terminates 1.25 % of its episodes and the privileged
+teacher ~5 % (docs/teachers.md). On 256 episodes the number of terminations is ~Binomial(256, p): the bounds below
+(13 and 32 episodes) are about 6 and 5 standard deviations above the expected 3.2 and 12.8, so they only fail if
+the teachers (or the env they were trained in) changed, not by chance.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eyas.envs import PointControlEnv
+from eyas.teachers import check_teacher_env, load_teacher_set
+from eyas.teachers.evaluate import env_cfg_from_dict, evaluate_actor
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "teachers"
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    return {t.name: t for t in load_teacher_set(FIXTURES)}
+
+
+def test_both_teachers_load_with_their_dynamics(teachers):
+    assert sorted(teachers) == ["crazyflie", "privileged"]
+    assert teachers["crazyflie"].params is not None and teachers["privileged"].params is None
+    for t in teachers.values():
+        assert t.num_obs == 74 and t.num_actions == 4 and t.obs_group == "teacher"
+
+
+@pytest.mark.parametrize("name, max_terminated, max_final_error", [("crazyflie", 13 / 256, 0.05),
+                                                                    ("privileged", 32 / 256, 0.20)])
+def test_teachers_fly(teachers, name, max_terminated, max_final_error):
+    teacher = teachers[name]
+    dynamics = teacher.params if teacher.params is not None else "randomized"
+    env = PointControlEnv(env_cfg_from_dict(teacher.meta.get("env_cfg"), num_envs=256, seed=11, dynamics=dynamics))
+    check_teacher_env(teacher, env)
+    result = evaluate_actor(teacher, env, 256, seed=11)
+    assert result["share_terminated"] <= max_terminated, result
+    assert result["mean_final_position_error"] <= max_final_error, result
+    assert result["mean_return"] > 500, result
