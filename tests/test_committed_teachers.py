@@ -1,8 +1,8 @@
 """The teachers committed under fixtures/teachers load, fit the env and still fly.
 
-Bounds: on 4096 held-out episodes the crazyflie teacher terminates 1.25 % of its episodes and the privileged
+Bounds: on held-out episodes the crazyflie teacher terminates 0.6-0.8 % of its episodes and the privileged
 teacher ~5 % (docs/teachers.md). On 256 episodes the number of terminations is ~Binomial(256, p): the bounds below
-(13 and 32 episodes) are about 6 and 5 standard deviations above the expected 3.2 and 12.8, so they only fail if
+(13 and 32 episodes) are over 6 and 5 standard deviations above the expected ~2 and 12.8, so they only fail if
 the teachers (or the env they were trained in) changed, not by chance.
 """
 from __future__ import annotations
