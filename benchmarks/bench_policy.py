@@ -10,7 +10,6 @@ Prints times and ratios against the C++ reference; run it on an idle machine:
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import platform
 
 import numpy as np
@@ -67,11 +66,11 @@ def main() -> None:
     try:
         import foundation_policy
 
-        fp = foundation_policy.load(str(importlib.resources.files(foundation_policy) / "blob" / "checkpoint.h5"))
+        fp = foundation_policy.load(str(eyas.raptor_checkpoint_path()))
     except ImportError:
         pass
-    raptor = eyas.load_rltools_h5(importlib.resources.files("foundation_policy") / "blob" / "checkpoint.h5",
-                                  dtype=torch.float32, device=device) if fp is not None else policy
+    raptor = eyas.load_rltools_h5(eyas.raptor_checkpoint_path(), dtype=torch.float32,
+                                  device=device) if fp is not None else policy
     raptor.validate_inputs = False  # measure the network, not the NaN check
     for batch, seq, number in ((1, 500, 500), (4096, 1, 20)):
         chain = chain_for(raptor, seq, batch, dtype="float32")

@@ -1,5 +1,5 @@
 """Fixtures for the parity tests."""
-import importlib.resources
+from eyas import raptor_checkpoint_path
 
 import pytest
 import torch
@@ -10,5 +10,5 @@ torch.set_num_threads(1)  # parity, not speed; keeps the suite predictable on 2 
 @pytest.fixture(scope="session")
 def raptor_checkpoint():
     """The released RAPTOR student from the foundation-policy package (a test dependency)."""
-    fp = pytest.importorskip("foundation_policy")
-    return str(importlib.resources.files(fp) / "blob" / "checkpoint.h5")
+    pytest.importorskip("foundation_policy")
+    return str(raptor_checkpoint_path())

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 RUN_DIR=${1:-runs/main_job-$(date +%Y%m%d-%H%M%S)}
 
-CHECKPOINT=$(.venv/bin/python -c "import importlib.resources as r; print(r.files('foundation_policy') / 'blob' / 'checkpoint.h5')")
+CHECKPOINT=$(.venv/bin/python -c "import eyas; print(eyas.raptor_checkpoint_path())")
 echo "== 1/2 parity: released RAPTOR checkpoint, PyTorch vs rl-tools C++"
 .venv/bin/eyas parity "$CHECKPOINT"
 

@@ -193,12 +193,10 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
 
 def test_raptor_policy_hovers_the_crazyflie():
     """End-to-end smoke test with the released checkpoint (foundation-policy package)."""
-    resources = pytest.importorskip("importlib.resources")
     pytest.importorskip("foundation_policy")
     import eyas
 
-    path = resources.files("foundation_policy") / "blob" / "checkpoint.h5"
-    policy = eyas.load_rltools_h5(str(path))
+    policy = eyas.load_rltools_h5(eyas.raptor_checkpoint_path())
     env = make(num_envs=8, dynamics="crazyflie", seed=1, max_episode_length=300)
     from eyas.envs import student_policy_fn
 

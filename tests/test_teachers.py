@@ -195,11 +195,11 @@ def test_rltools_example_mismatch_is_reported(tmp_path):
 
 
 def test_recurrent_rltools_actor_is_refused():
-    fp = pytest.importorskip("foundation_policy")
-    from importlib.resources import files
+    pytest.importorskip("foundation_policy")
+    from eyas import raptor_checkpoint_path
 
     with pytest.raises(TeacherError, match="GRU"):
-        load_teacher(files(fp).joinpath("blob", "checkpoint.h5"))
+        load_teacher(raptor_checkpoint_path())
 
 
 # ---------------------------------------------------------------- sets and errors

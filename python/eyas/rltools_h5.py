@@ -61,6 +61,15 @@ def _attr(obj, name: str) -> str | None:
     return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
 
 
+def raptor_checkpoint_path() -> Path:
+    """The released RAPTOR student (`checkpoint.h5` of the foundation-policy package; ImportError without it)."""
+    import importlib.resources
+
+    import foundation_policy
+
+    return Path(str(importlib.resources.files(foundation_policy) / "blob" / "checkpoint.h5"))
+
+
 def load_rltools_h5(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                     device: torch.device | str | None = None, **policy_kwargs) -> StudentPolicy:
     """Load an rl-tools ``sequential`` Dense-GRU-Dense actor (e.g. RAPTOR's checkpoint.h5) as a StudentPolicy.

@@ -58,16 +58,13 @@ def load_recurrent_teacher(path) -> RecurrentTeacher:
     checkpoint of the foundation-policy package."""
     from pathlib import Path
 
-    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5
+    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
 
     if str(path) == "foundation_policy":
-        import importlib.resources
-
         try:
-            import foundation_policy
+            path = raptor_checkpoint_path()
         except ImportError as e:
             raise DistillationError("teacher 'foundation_policy' needs the foundation-policy package") from e
-        path = importlib.resources.files(foundation_policy) / "blob" / "checkpoint.h5"
     try:
         policy = load_rltools_h5(path)
     except (RLToolsH5Error, OSError, KeyError) as e:
@@ -327,6 +324,14 @@ class TeacherStats:
     mean_length: torch.Tensor
     share_terminated: torch.Tensor
 
+    @classmethod
+    def of_rollouts(cls, parts: list) -> "TeacherStats":
+        """Statistics of rollouts ``parts`` = [(rollout, teachers in it, episodes per teacher), ...] in teacher order."""
+        r, l, t = zip(*((ro.returns.view(count, per).mean(1).cpu(),
+                         ro.lengths.view(count, per).double().mean(1).cpu(),
+                         ro.terminated.view(count, per).double().mean(1).cpu()) for ro, count, per in parts))
+        return cls(torch.cat(r), torch.cat(l), torch.cat(t))
+
     def summary(self) -> dict:
         """rl-tools' aggregate: mean over teachers of the per-teacher means, and their std."""
         r, l = self.mean_return.double(), self.mean_length.double()
@@ -350,7 +355,7 @@ def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, gen
             dataset: EpisodeDataset | None = None) -> TeacherStats:
     """One epoch's data: ``num_episodes`` episodes per teacher, flown by the teachers (``student=None``) or the
     student, appended to ``dataset`` teacher by teacher. Returns each teacher's episode statistics."""
-    stats = {"r": [], "l": [], "t": []}
+    parts = []
     for first, count in _chunks(len(bank), num_episodes, num_envs):
         params = episode_params(bank.teachers, first, count, num_episodes, env_cfg, generator)
         env = make_env(env_cfg, params, draw_seed(generator), device)
@@ -360,10 +365,8 @@ def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, gen
         if dataset is not None:
             teacher_ids = torch.arange(first, first + count).repeat_interleave(num_episodes)
             dataset.add_episodes(ro.observations, ro.targets, ro.lengths, teacher_ids)
-        stats["r"].append(ro.returns.view(count, num_episodes).mean(1).cpu())
-        stats["l"].append(ro.lengths.view(count, num_episodes).double().mean(1).cpu())
-        stats["t"].append(ro.terminated.view(count, num_episodes).double().mean(1).cpu())
-    return TeacherStats(torch.cat(stats["r"]), torch.cat(stats["l"]), torch.cat(stats["t"]))
+        parts.append((ro, count, num_episodes))
+    return TeacherStats.of_rollouts(parts)
 
 
 def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int = 100, window: tuple[int, int] = (250, 500),
@@ -373,7 +376,7 @@ def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int =
     ``num_episodes`` deterministic episodes on its own dynamics (steps of running episodes only). Also returns
     the teachers' episode statistics (rl-tools prints them and requires a mean return >= SOLVED_RETURN).
     Returns offsets (num_teachers, 3) float32 on the CPU (zero for a teacher with no step in the window)."""
-    offsets, stats = [], {"r": [], "l": [], "t": []}
+    offsets, parts = [], []
     for first, count in _chunks(len(bank), num_episodes, num_envs):
         params = episode_params(bank.teachers, first, count, num_episodes, env_cfg, generator)
         env = make_env(env_cfg, params, draw_seed(generator), device)
@@ -381,7 +384,5 @@ def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int =
         s = ro.position_sum.view(count, num_episodes, 3).sum(1)
         c = ro.position_count.view(count, num_episodes).sum(1).clamp(min=1)
         offsets.append((s / c[:, None]).to(torch.float32).cpu())
-        stats["r"].append(ro.returns.view(count, num_episodes).mean(1).cpu())
-        stats["l"].append(ro.lengths.view(count, num_episodes).double().mean(1).cpu())
-        stats["t"].append(ro.terminated.view(count, num_episodes).double().mean(1).cpu())
-    return torch.cat(offsets), TeacherStats(torch.cat(stats["r"]), torch.cat(stats["l"]), torch.cat(stats["t"]))
+        parts.append((ro, count, num_episodes))
+    return torch.cat(offsets), TeacherStats.of_rollouts(parts)

@@ -25,9 +25,9 @@ def load_policy(checkpoint: str | Path, device: str = "cpu") -> torch.nn.Module:
 
 def default_checkpoint() -> Path:
     """RAPTOR's released checkpoint from the `foundation-policy` package."""
-    import importlib.resources
+    from eyas.rltools_h5 import raptor_checkpoint_path
 
-    return Path(str(importlib.resources.files("foundation_policy") / "blob" / "checkpoint.h5"))
+    return raptor_checkpoint_path()
 
 
 def fly(policy: torch.nn.Module, dynamics: str, episodes: int, seed: int = 0, device: str = "cpu",
