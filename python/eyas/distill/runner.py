@@ -419,10 +419,11 @@ class DistillationRunner:
             teacher_forcing = epoch < c.epoch_teacher_forcing
             if c.on_policy:
                 self.dataset.clear()
-            elif self.dataset.num_steps + len(self.bank) * c.num_episodes * self.max_episode_length > self.dataset.capacity:
-                row["dropped_steps"] = self.dataset.drop_oldest(
-                    self.dataset.num_steps + len(self.bank) * c.num_episodes * self.max_episode_length
-                    - self.dataset.capacity)
+            else:
+                excess = (self.dataset.num_steps + len(self.bank) * c.num_episodes * self.max_episode_length
+                          - self.dataset.capacity)  # room for this epoch's episodes at their longest
+                if excess > 0:
+                    row["dropped_steps"] = self.dataset.drop_oldest(excess)
             t0 = time.perf_counter()
             student = self.trainer.student
             student.eval()
@@ -445,12 +446,13 @@ class DistillationRunner:
             # training
             t0 = time.perf_counter()
 
-            def log_loss(step, loss):
-                value = float(loss)
-                self.loss_steps.append(value)
-                writer.add_scalar("loss", value, step)
+            step_losses = []  # kept on the device: reading each one would synchronise a GPU every step
 
-            result = self.trainer.update(self.dataset, self.generator, log_loss)
+            result = self.trainer.update(self.dataset, self.generator, lambda step, loss: step_losses.append(loss))
+            first_step = self.trainer.num_updates - len(step_losses) + 1
+            for i, value in enumerate(torch.stack(step_losses).tolist() if step_losses else []):
+                self.loss_steps.append(value)
+                writer.add_scalar("loss", value, first_step + i)
             row["train_s"] = time.perf_counter() - t0
             row["loss"], row["num_batches"] = result["loss"], result["num_batches"]
             row["gradient_steps"] = self.trainer.num_updates
