@@ -79,3 +79,40 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "neither a registry model" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
+    # an exported teacher has no optimizer state: training continues from its actor and critic with a fresh Adam
+    source = tmp_path / "exported"
+    assert main(["export", str(runs / "crazyflie"), str(source)]) == 0
+    name = json.loads((source / "teacher.json").read_text())["checkpoint"]
+    start = torch.load(source / name, weights_only=False)
+    out = tmp_path / "continued"
+    assert main(["train", "--dynamics", "crazyflie", "--out", str(out), "--init-checkpoint", str(source),
+                 "--lr", "1e-6"] + TINY) == 0
+    run = out / "crazyflie"
+    rows = list(csv.DictReader((run / "curve.csv").open()))
+    # the starting point is evaluated first, under its own iteration; training continues after it
+    assert [int(r["iteration"]) for r in rows] == [start["iter"], start["iter"] + 1, start["iter"] + 2]
+    assert int(rows[0]["env_steps"]) == 0
+    side = json.loads((run / "teacher.json").read_text())
+    assert side["options"]["init_checkpoint"] == str(source / name)
+    assert side["training"]["iterations"] == start["iter"] + 3
+    first = torch.load(run / f"model_{start['iter'] + 2}.pt", weights_only=False)
+    assert first["iter"] == start["iter"] + 2
+    # row 0 is the source teacher itself: the same evaluation (env seed + 10000, episode seed + iteration) of the
+    # exported checkpoint gives the same figures
+    from eyas.teachers.evaluate import evaluate_actor
+
+    env = PointControlEnv(num_envs=8, dynamics=model_params("crazyflie"), seed=10_000)
+    again = evaluate_actor(load_teacher(source), env, 8, seed=start["iter"])
+    assert float(rows[0]["mean_return"]) == pytest.approx(again["mean_return"], rel=1e-5)
+    assert not torch.equal(first["actor_state_dict"]["mlp.0.weight"], start["actor_state_dict"]["mlp.0.weight"])
+
+
+def test_init_checkpoint_missing_is_one_line(tmp_path, capsys):
+    assert main(["train", "--dynamics", "crazyflie", "--out", str(tmp_path),
+                 "--init-checkpoint", str(tmp_path / "nowhere")] + TINY) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "crazyflie").exists()

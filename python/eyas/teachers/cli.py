@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--final-eval-episodes", type=int, default=1024)
     t.add_argument("--stop-when-solved", action="store_true",
                    help="stop once an evaluation has <= 1%% terminated and <= 5 cm final position error")
+    t.add_argument("--init-checkpoint", default=None, metavar="PATH",
+                   help="continue training from this teacher (rsl_rl model_*.pt or a teacher directory); "
+                        "actor, critic and iteration are loaded, the optimizer starts afresh")
     t.add_argument("--verbose", action="store_true", help="print rsl_rl's per-iteration report instead of a bar")
     _add_common(t)
 
@@ -91,6 +94,7 @@ def _load_params(spec: str):
 
 
 def _train(args) -> int:
+    from .loading import resolve_checkpoint
     from .train import TrainOptions, default_train_cfg, train_teacher
 
     cfg = default_train_cfg()
@@ -114,6 +118,7 @@ def _train(args) -> int:
         seed=args.seed, device=args.device, eval_interval=args.eval_interval, eval_envs=args.eval_envs,
         final_eval_episodes=args.final_eval_episodes, stop_when_solved=args.stop_when_solved,
         quiet=not args.verbose, train_cfg=cfg, select=args.select,
+        init_checkpoint=str(resolve_checkpoint(Path(args.init_checkpoint))) if args.init_checkpoint else None,
     )
     jobs: list[tuple[str, object]] = []
     if args.mode == "privileged":
@@ -190,12 +195,12 @@ def _cm(value: float) -> str:
 
 
 def _export(args) -> int:
-    from .loading import _resolve
+    from .loading import resolve_checkpoint
     from .rsl_rl_io import read_sidecar
     from .train import atomic_torch_save, atomic_write_text
 
     run = Path(args.run_dir)
-    ckpt = _resolve(run)
+    ckpt = resolve_checkpoint(run)
     if ckpt.suffix != ".pt":
         raise TeacherError(f"export expects an rsl_rl teacher run, got {ckpt}")
     data = torch.load(ckpt, map_location="cpu", weights_only=False)

@@ -34,7 +34,7 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _resolve(path: Path) -> Path:
+def resolve_checkpoint(path: Path) -> Path:
     """The checkpoint file a teacher path refers to (a file, or a run directory with teacher.json / model_*.pt)."""
     if path.is_file():
         return path
@@ -72,7 +72,7 @@ def load_teacher(
     `eyas.sim.Params`, an l2f parameter dict, or a path to an l2f JSON file. `obs_slice` (start, stop) makes the
     teacher read only those columns of its observation group.
     """
-    ckpt = _resolve(Path(path))
+    ckpt = resolve_checkpoint(Path(path))
     sidecar = read_sidecar(ckpt) or {}
     if ckpt.suffix in RSL_RL_SUFFIXES:
         net, info, _ = load_rsl_rl_checkpoint(ckpt, activation=activation)

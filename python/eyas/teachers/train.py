@@ -89,6 +89,7 @@ class TrainOptions:
     quiet: bool = True  # replace rsl_rl's per-iteration report with a progress bar
     hover_init: bool = True  # start the actor near the hover command (output bias) with small output weights
     select: str = "best"  # teacher checkpoint: "best" deterministic eval return seen during training, or "last"
+    init_checkpoint: str | None = None  # continue from this rsl_rl checkpoint (actor, critic, iteration; fresh optimizer)
     train_cfg: dict = field(default_factory=default_train_cfg)
     env_overrides: dict = field(default_factory=dict)
 
@@ -207,7 +208,13 @@ def train_teacher(
     with quiet:  # rsl_rl prints the models and git notes; the progress bar (stderr) replaces that
         runner = _make_runner_class()(env, train_cfg, log_dir=str(out), device=opts.device)
 
-    if opts.hover_init:  # a policy that starts near hover survives long enough to learn from (PPO explores locally)
+    if opts.init_checkpoint is not None:
+        # fine-tuning: the committed teachers carry no optimizer state, so Adam starts afresh; iterations continue
+        # after the loaded one (rsl_rl would repeat its number), so model_<it>.pt names stay unique
+        runner.load(str(opts.init_checkpoint), load_cfg={"actor": True, "critic": True, "iteration": True},
+                    map_location=opts.device)
+        runner.current_learning_iteration += 1
+    elif opts.hover_init:  # a policy that starts near hover survives long enough to learn from (PPO explores locally)
         hover = float(hover_action(env.params).mean())
         output_layer = runner.alg.get_policy().mlp[-1]
         with torch.no_grad():
@@ -290,6 +297,8 @@ def train_teacher(
         if opts.max_minutes is not None and logger.tot_time >= 60 * opts.max_minutes:
             raise _Stop("time budget")
 
+    if opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
+        evaluate_now(runner.current_learning_iteration - 1)
     logger.log = log_hook
     stopped_by = "iterations"
     try:
