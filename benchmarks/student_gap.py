@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Where a distilled student falls short of its privileged teacher: both fly the same randomised episodes.
+
+Each of `--episodes` environments flies one 500-step episode of RAPTOR-randomised dynamics (same seed, so the same
+parameter sets and initial states for both actors). Prints
+
+* the share of terminated episodes per quintile of the thrust-to-weight ratio, the rotor time constant and the
+  initial tilt, for the student and the teacher, and their ratio;
+* the student's imitation error (MSE to the teacher's action on the student's own states, as DAgger labels them)
+  by time in the episode, for episodes it survives and episodes it does not.
+
+    python benchmarks/student_gap.py STUDENT.h5 [--teacher fixtures/teachers/privileged] [--episodes 3000]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from eyas import sim
+from eyas.envs.fly import load_policy
+from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
+from eyas.teachers import load_teacher
+
+WINDOWS = ((0, 10), (10, 25), (25, 50), (50, 100), (100, 200), (200, 500))
+
+
+@torch.no_grad()
+def fly_once(act, teacher, episodes: int, seed: int, recurrent: bool) -> dict:
+    """One episode per environment; per-episode termination, per-step MSE to the teacher (until done)."""
+    env = PointControlEnv(PointControlEnvCfg(num_envs=episodes, seed=seed, dynamics="randomized"))
+    features = {
+        "thrust-to-weight": sim.thrust_to_weight_ratio(env.params).clone(),
+        "rotor time constant [s]": env.params.dynamics.rotor_time_constants_rising.mean(-1).clone(),
+        "initial tilt [rad]": 2 * torch.acos(env.state.orientation[:, 0].abs().clamp(max=1)),
+    }
+    obs = env.get_observations()
+    running = torch.ones(episodes, dtype=torch.bool)
+    terminated = torch.zeros(episodes, dtype=torch.bool)
+    reset = torch.ones(episodes, dtype=torch.bool)
+    squared_error = torch.full((env.max_episode_length, episodes), float("nan"))
+    for t in range(env.max_episode_length):
+        actions = act(obs, reset) if recurrent else act(obs)
+        reset = torch.zeros_like(reset)
+        squared_error[t] = torch.where(running, (actions - teacher.act_on(obs)).square().mean(-1), float("nan"))
+        obs, _, dones, extras = env.step(actions)
+        terminated |= extras["terminated"].bool() & running
+        running &= ~dones.bool()
+    return {"terminated": terminated, "features": features, "squared_error": squared_error}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("student", help="rl-tools .h5 student (e.g. runs/.../best_actor.h5)")
+    parser.add_argument("--teacher", default="fixtures/teachers/privileged")
+    parser.add_argument("--episodes", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    student, teacher = load_policy(args.student), load_teacher(args.teacher)
+    student.reset(batch_size=args.episodes)
+    flown = {
+        "student": fly_once(lambda obs, reset: student(obs["policy"], reset=reset), teacher, args.episodes, args.seed,
+                            recurrent=True),
+        "teacher": fly_once(teacher.act_on, teacher, args.episodes, args.seed, recurrent=False),
+    }
+    s, t = flown["student"]["terminated"].float(), flown["teacher"]["terminated"].float()
+    print(f"{args.episodes} randomised episodes (seed {args.seed}): terminated student {100 * s.mean():.1f} %, "
+          f"teacher {100 * t.mean():.1f} %, ratio {s.mean() / t.mean().clamp(min=1e-9):.2f}")
+    for name, value in flown["teacher"]["features"].items():
+        edges = torch.quantile(value.float(), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+        bins = torch.bucketize(value.float(), edges)
+        print(f"\nterminated by {name} quintile:")
+        print(f"  {'range':>17}  {'student':>8}  {'teacher':>8}  {'ratio':>6}")
+        for b in range(5):
+            rows = bins == b
+            rs, rt = s[rows].mean(), t[rows].mean()
+            print(f"  {value[rows].min():7.3g}..{value[rows].max():<7.3g}  {100 * rs:7.1f}%  {100 * rt:7.1f}%"
+                  f"  {rs / rt.clamp(min=1e-9):6.2f}")
+    error, failed = flown["student"]["squared_error"], flown["student"]["terminated"]
+    print("\nstudent imitation error (MSE to the teacher's action on the student's states) by step in the episode:")
+    print(f"  {'steps':>9}  {'survived':>9}  {'terminated':>10}")
+    for lo, hi in WINDOWS:
+        window = error[lo:hi]
+        survived, crashed = window[:, ~failed].nanmean(), window[:, failed].nanmean()
+        print(f"  {lo:4d}-{hi:<4d}  {survived:9.4f}  {crashed:10.4f}")
+
+
+if __name__ == "__main__":
+    main()
