@@ -110,9 +110,17 @@ def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
     assert not torch.equal(first["actor_state_dict"]["mlp.0.weight"], start["actor_state_dict"]["mlp.0.weight"])
 
 
-def test_init_checkpoint_missing_is_one_line(tmp_path, capsys):
+def test_init_checkpoint_errors_are_one_line(runs, tmp_path, capsys):
     assert main(["train", "--dynamics", "crazyflie", "--out", str(tmp_path),
                  "--init-checkpoint", str(tmp_path / "nowhere")] + TINY) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "crazyflie").exists()
+    # a checkpoint of another architecture (here: wider actor) is refused by name, and no run directory is left
+    other = tmp_path / "other"
+    assert main(["train", "--dynamics", "crazyflie", "--out", str(other), "--init-checkpoint",
+                 str(runs / "crazyflie"), *TINY[:-6], "--actor-hidden", "32", "--critic-hidden", "16", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--init-checkpoint" in err and "architecture" in err and len(err.strip().splitlines()) == 1
+    assert not (other / "crazyflie").exists()
+

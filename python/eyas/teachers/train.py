@@ -19,6 +19,8 @@ import io
 import json
 import math
 import os
+import pickle
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .base import TeacherError
 
 SIDECAR_FORMAT = "eyas-teacher"
 SIDECAR_VERSION = 1
@@ -186,6 +190,7 @@ def train_teacher(
 
     opts = options or TrainOptions()
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
 
@@ -211,8 +216,14 @@ def train_teacher(
     if opts.init_checkpoint is not None:
         # fine-tuning: the committed teachers carry no optimizer state, so Adam starts afresh; iterations continue
         # after the loaded one (rsl_rl would repeat its number), so model_<it>.pt names stay unique
-        runner.load(str(opts.init_checkpoint), load_cfg={"actor": True, "critic": True, "iteration": True},
-                    map_location=opts.device)
+        try:
+            runner.load(str(opts.init_checkpoint), load_cfg={"actor": True, "critic": True, "iteration": True},
+                        map_location=opts.device)
+        except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise TeacherError(f"--init-checkpoint {opts.init_checkpoint}: not an rsl_rl checkpoint of this actor/critic "
+                               f"architecture ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
         runner.current_learning_iteration += 1
     elif opts.hover_init:  # a policy that starts near hover survives long enough to learn from (PPO explores locally)
         hover = float(hover_action(env.params).mean())
