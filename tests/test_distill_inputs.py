@@ -1,6 +1,4 @@
 """`eyas distill` on bad input: one clear error line, exit status 2, and no run directory written."""
-import json
-
 import h5py
 import numpy as np
 import pytest
@@ -103,28 +101,3 @@ def test_bad_boolean_flag(capsys):
         main(["--on_policy", "maybe"])
     assert e.value.code == 2
     assert "expected true/false" in capsys.readouterr().err
-
-
-def delayed_teacher(directory, delay: int, seed: int = 0):
-    """An rl-tools actor with an eyas sidecar saying it was trained with `privileged_delay` = delay."""
-    directory.mkdir()
-    write_teacher(directory / "actor.h5", seed=seed)
-    (directory / "teacher.json").write_text(json.dumps({"checkpoint": "actor.h5", "obs_group": "teacher",
-                                                        "env_cfg": {"privileged_delay": delay}}))
-    return directory
-
-
-def test_teachers_with_different_privileged_delays(tmp_path, capsys):
-    a, b = delayed_teacher(tmp_path / "a", 0), delayed_teacher(tmp_path / "b", 30, seed=1)
-    rc, log_dir = run(tmp_path, "--teacher_checkpoint", a, b)
-    check_error(capsys, rc, log_dir, "privileged delays [0, 30]")
-
-
-def test_collection_env_uses_the_teachers_privileged_delay(tmp_path):
-    from eyas.distill.runner import DistillationRunner, DistillConfig
-
-    teacher = delayed_teacher(tmp_path / "t", 30)
-    cfg = DistillConfig(teacher_checkpoint=[str(teacher)], log_dir=str(tmp_path / "run"), batch_size=8, device="cpu")
-    runner = DistillationRunner(cfg, progress=False)
-    assert runner.env_cfg.privileged_delay == 30
-    assert not (tmp_path / "run").exists()

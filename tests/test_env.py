@@ -116,28 +116,6 @@ def test_time_outs_and_auto_reset():
     assert "/episode/length" in extras["log"] and extras["log"]["/episode/length"].item() == 5
 
 
-def test_privileged_delay_hides_the_privileged_part_at_each_episode_start():
-    cfg = dict(num_envs=6, dynamics="randomized", max_episode_length=5, termination=TerminationCfg(enabled=False))
-    env, plain = make(privileged_delay=2, **cfg), make(**cfg)
-    for k in range(7):  # across an auto-reset at step 5
-        masked, full = env.get_observations(), plain.get_observations()
-        torch.testing.assert_close(masked["policy"], full["policy"])
-        torch.testing.assert_close(masked["teacher"][:, :22], full["teacher"][:, :22])
-        if k % 5 < 2:  # the first two observations of every episode: what the student knows, and a prior
-            torch.testing.assert_close(masked["teacher"][:, 22:26], masked["policy"][:, 18:22])
-            prior = masked["teacher"][:, 26:]
-            assert (prior == prior[0]).all() and not torch.equal(prior, full["teacher"][:, 26:])
-            torch.testing.assert_close(prior[0, 1], sim.thrust_to_weight_ratio(sim.sample_domain_randomized_params(
-                4096, torch.Generator().manual_seed(0))).mean())  # mean thrust-to-weight ratio
-        else:
-            torch.testing.assert_close(masked["teacher"][:, 22:], full["teacher"][:, 22:])
-            assert (full["teacher"][:, 22:] != 0).any()
-        env.step(torch.zeros(6, 4))
-        plain.step(torch.zeros(6, 4))
-    with pytest.raises(ValueError, match="privileged_delay"):
-        make(num_envs=2, privileged_delay=-1)
-
-
 def test_termination_reward_and_extras():
     env = make(num_envs=4, dynamics="crazyflie")
     env.state.position[1] = torch.tensor([0.0, 0.0, 1.5])  # beyond the 1 m position threshold

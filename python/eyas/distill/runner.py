@@ -121,12 +121,6 @@ def resolve_task(task: str):
     raise DistillationError(f"--task {task!r} is registered by {entry}, not by eyas")
 
 
-def privileged_delay(teacher) -> int:
-    """The `PointControlEnvCfg.privileged_delay` a teacher was trained with (its sidecar's env config; 0 if none)."""
-    env_cfg = (getattr(teacher, "meta", None) or {}).get("env_cfg") or {}
-    return int(env_cfg.get("privileged_delay") or 0)
-
-
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temporary file in the same directory, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,12 +263,6 @@ class DistillationRunner:
             teachers = load_teachers(cfg.teacher_checkpoint, self.device)
         from eyas.envs import PointControlEnv
 
-        # teachers trained with a privileged delay see their privileged inputs only after it, here as in training
-        delays = sorted({privileged_delay(t) for t in teachers})
-        if len(delays) > 1:
-            raise DistillationError(f"teachers were trained with different privileged delays {delays} (steps); "
-                                    f"distil them in separate runs")
-        self.env_cfg = dataclasses.replace(self.env_cfg, privileged_delay=delays[0] if delays else 0)
         probe = PointControlEnv(dataclasses.replace(self.env_cfg, num_envs=1, device=str(self.device)))
         check_teachers_against_env(teachers, probe)
         self.num_obs, self.num_actions = probe.num_obs, probe.num_actions

@@ -39,9 +39,6 @@ Observation groups (`get_observations()` returns a `TensorDict` with batch size 
         [64:68]  falling motor time constants / 0.1 s
         [68:71]  disturbance force / (m |g|) (world frame)
         [71:74]  disturbance angular acceleration J_inv T / (100 rad/s^2) (body frame)
-        With `cfg.privileged_delay` = K > 0 the first K observations of every episode hide [22:74]: the rotor
-        speeds read the most recent action, the dynamics features their mean over the domain randomisation
-        (4096 draws, fixed seed).
 
 Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 
@@ -137,10 +134,6 @@ class PointControlEnvCfg:
     observation_noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
     action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
     action_history_length: int = 1
-    # steps at each episode start in which the teacher group's privileged part is hidden (rotor speeds read the
-    # last action, dynamics features their mean over the randomisation): a teacher trained so flies its first
-    # steps on what the student knows, a start the student can imitate
-    privileged_delay: int = 0
     validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
 
     def to_dict(self) -> dict:
@@ -175,8 +168,6 @@ class PointControlEnv(VecEnv, gym.Env):
             raise ValueError(f"num_envs must be >= 1, got {cfg.num_envs}")
         if cfg.action_history_length < 1:
             raise ValueError(f"action_history_length must be >= 1, got {cfg.action_history_length}")
-        if cfg.privileged_delay < 0:
-            raise ValueError(f"privileged_delay must be >= 0 steps, got {cfg.privileged_delay}")
         self.cfg = cfg
         self.num_envs = cfg.num_envs
         self.num_actions = NUM_ACTIONS
@@ -218,8 +209,6 @@ class PointControlEnv(VecEnv, gym.Env):
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
         self._dynamics_features = torch.zeros(n, NUM_DYNAMICS_FEATURES, **kwargs)
-        if cfg.privileged_delay > 0:
-            self._dynamics_prior = self._mean_dynamics_features()
         self._reset_idx(torch.arange(n, device=self.device), resample_state=False)
 
     # --- parameters -----------------------------------------------------------------------------------
@@ -246,15 +235,6 @@ class PointControlEnv(VecEnv, gym.Env):
         for name, value in dataclasses.asdict(self.cfg.observation_noise).items():
             put(mdp.observation_noise, name, value)
         put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
-
-    def _mean_dynamics_features(self, draws: int = 4096) -> torch.Tensor:
-        """(48,) mean of the dynamics features over the domain randomisation and initial states (fixed seed)."""
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        params = sim.sample_domain_randomized_params(draws, generator, self.cfg.domain_randomization,
-                                                     nominal=self._nominal, dtype=self.dtype, device=self.device,
-                                                     validate=False)
-        self._apply_mdp_cfg(params)
-        return dynamics_features(params, sim.sample_initial_state(params, generator)).mean(0)
 
     # --- reset ----------------------------------------------------------------------------------------
     def _reset_idx(self, env_ids: torch.Tensor, resample_state: bool = True) -> None:
@@ -303,12 +283,7 @@ class PointControlEnv(VecEnv, gym.Env):
         noise_free = self._noise_free_policy_layout()
         noise = self._observation_noise()
         policy = noise_free if noise is None else noise_free + noise
-        privileged = torch.cat([rotor_speeds, self._dynamics_features], dim=-1)
-        if self.cfg.privileged_delay > 0:
-            hidden = (self.episode_length_buf < self.cfg.privileged_delay)[:, None]
-            prior = self._dynamics_prior.expand(self.num_envs, -1)
-            privileged = torch.where(hidden, torch.cat([self.action_history[:, 0], prior], dim=-1), privileged)
-        teacher = torch.cat([noise_free, privileged], dim=-1)
+        teacher = torch.cat([noise_free, rotor_speeds, self._dynamics_features], dim=-1)
         return TensorDict({"policy": policy, "teacher": teacher}, batch_size=[self.num_envs], device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------

@@ -53,9 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--final-eval-episodes", type=int, default=1024)
     t.add_argument("--stop-when-solved", action="store_true",
                    help="stop once an evaluation has <= 1%% terminated and <= 5 cm final position error")
-    t.add_argument("--privileged-delay", type=int, default=0, metavar="K",
-                   help="the teacher observation's privileged part (rotor speeds, dynamics features) reads 0 in the "
-                        "first K steps of each episode (default 0); eyas distill and eval use the teacher's K")
     t.add_argument("--init-checkpoint", default=None, metavar="PATH",
                    help="continue training from this teacher (rsl_rl model_*.pt or a teacher directory); "
                         "actor, critic and iteration are loaded, the optimizer starts afresh")
@@ -122,7 +119,6 @@ def _train(args) -> int:
         final_eval_episodes=args.final_eval_episodes, stop_when_solved=args.stop_when_solved,
         quiet=not args.verbose, train_cfg=cfg, select=args.select,
         init_checkpoint=str(resolve_checkpoint(Path(args.init_checkpoint))) if args.init_checkpoint else None,
-        env_overrides={"privileged_delay": args.privileged_delay} if args.privileged_delay else {},
     )
     jobs: list[tuple[str, object]] = []
     if args.mode == "privileged":
