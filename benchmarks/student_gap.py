@@ -4,7 +4,7 @@
 Each of `--episodes` environments flies one 500-step episode of RAPTOR-randomised dynamics (same seed, so the same
 parameter sets and initial states for both actors). Prints
 
-* the share of terminated episodes per quintile of the thrust-to-weight ratio, the rotor time constant and the
+* the share of episodes ended by each termination condition, and the share of terminated episodes per quintile of the thrust-to-weight ratio, the rotor time constant and the
   initial tilt, for the student and the teacher, and their ratio;
 * the student's imitation error (MSE to the teacher's action on the student's own states, as DAgger labels them)
   by time in the episode, for episodes it survives and episodes it does not.
@@ -37,6 +37,7 @@ def fly_once(act, teacher, episodes: int, seed: int, recurrent: bool) -> dict:
     obs = env.get_observations()
     running = torch.ones(episodes, dtype=torch.bool)
     terminated = torch.zeros(episodes, dtype=torch.bool)
+    causes: dict[str, torch.Tensor] = {}
     reset = torch.ones(episodes, dtype=torch.bool)
     squared_error = torch.full((env.max_episode_length, episodes), float("nan"))
     for t in range(env.max_episode_length):
@@ -44,9 +45,12 @@ def fly_once(act, teacher, episodes: int, seed: int, recurrent: bool) -> dict:
         reset = torch.zeros_like(reset)
         squared_error[t] = torch.where(running, (actions - teacher.act_on(obs)).square().mean(-1), float("nan"))
         obs, _, dones, extras = env.step(actions)
-        terminated |= extras["terminated"].bool() & running
+        ended = extras["terminated"].bool() & running
+        terminated |= ended
+        for name, term in extras["termination_terms"].items():
+            causes[name] = causes.get(name, torch.zeros_like(ended)) | (term & ended)
         running &= ~dones.bool()
-    return {"terminated": terminated, "features": features, "squared_error": squared_error}
+    return {"terminated": terminated, "causes": causes, "features": features, "squared_error": squared_error}
 
 
 def main() -> None:
@@ -69,6 +73,10 @@ def main() -> None:
     s, t = flown["student"]["terminated"].float(), flown["teacher"]["terminated"].float()
     print(f"{args.episodes} randomised episodes (seed {args.seed}): terminated student {100 * s.mean():.1f} %, "
           f"teacher {100 * t.mean():.1f} %, ratio {s.mean() / t.mean().clamp(min=1e-9):.2f}")
+    print("terminated by condition (an episode may meet several):")
+    for name in flown["student"]["causes"]:
+        cs, ct = (flown[k]["causes"][name].float().mean() for k in ("student", "teacher"))
+        print(f"  {name:<20} student {100 * cs:5.1f} %  teacher {100 * ct:5.1f} %")
     for name, value in flown["teacher"]["features"].items():
         edges = torch.quantile(value.float(), torch.tensor([0.2, 0.4, 0.6, 0.8]))
         bins = torch.bucketize(value.float(), edges)

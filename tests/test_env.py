@@ -125,6 +125,13 @@ def test_termination_reward_and_extras():
     assert not extras["time_outs"].any() and dones.tolist() == [0, 1, 1, 0]
     assert rewards[1].item() == rewards[2].item() == -100.0
     assert extras["position_error"][1].item() == pytest.approx(1.5, abs=0.05)
+    terms = extras["termination_terms"]
+    assert terms["position"].tolist() == [False, True, False, False]
+    assert terms["linear_velocity_xy"].tolist() == [False, False, True, False]
+    assert not terms["linear_velocity_z"].any() and not terms["angular_velocity"].any()
+    assert not terms["non_finite"].any()
+    log = extras["log"]
+    assert log["/episode/termination/position"].item() == log["/episode/termination/linear_velocity_xy"].item() == 0.5
 
 
 def test_reward_is_l2f_squared_with_raptor_weights():

@@ -44,8 +44,10 @@ Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 
 `step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
 to their next episode. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
-the others that ended, `extras["position_error"]` is |p - target| of the state reached by this step (before
-any reset), and `extras["log"]` holds episode statistics for rsl_rl's logger.
+the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
+`linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
+|p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
+for rsl_rl's logger (return, length, share terminated, share per termination condition).
 """
 from __future__ import annotations
 
@@ -310,7 +312,8 @@ class PointControlEnv(VecEnv, gym.Env):
                 actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         state = self.state
         next_state = sim.step(state, applied, self.params, validate=False)
-        terminated = self._terminated(next_state)
+        terms = self.termination_terms(next_state)
+        terminated = torch.stack(list(terms.values())).any(0)
         rewards = torch.where(terminated, self.params.mdp.reward.termination_penalty,
                               self._reward(state, actions, next_state))
 
@@ -325,6 +328,7 @@ class PointControlEnv(VecEnv, gym.Env):
             "time_outs": time_outs,
             "terminated": terminated,
             "position_error": torch.linalg.vector_norm(next_state.position - self.target, dim=-1),
+            "termination_terms": terms,
         }
         done_ids = dones.nonzero()[:, 0]
         if done_ids.numel() > 0:
@@ -333,19 +337,24 @@ class PointControlEnv(VecEnv, gym.Env):
                 "/episode/return": self.episode_return[done_ids].mean(),
                 "/episode/length": finished_length.mean(),
                 "/episode/terminated": terminated[done_ids].to(self.dtype).mean(),
-            }
+            } | {f"/episode/termination/{name}": term[done_ids].to(self.dtype).mean() for name, term in terms.items()}
             self._reset_idx(done_ids)
         return self.get_observations(), rewards, dones.long(), extras
 
-    def _terminated(self, s: State) -> torch.Tensor:
+    def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
+        """(N,) bool per termination condition of state `s` (l2f's, the velocity one split by axis)."""
         t = self.params.mdp.termination
-        out_of_bounds = (
-            ((s.position - self.target).abs() > t.position_threshold[:, None]).any(-1)
-            | (s.linear_velocity.abs() > t.linear_velocity_threshold[:, None]).any(-1)
-            | (s.angular_velocity.abs() > t.angular_velocity_threshold[:, None]).any(-1)
-        )
-        finite = torch.isfinite(torch.cat([s.position, s.orientation, s.linear_velocity, s.angular_velocity], -1)).all(-1)
-        return (t.enabled & out_of_bounds) | ~finite
+        fast = s.linear_velocity.abs() > t.linear_velocity_threshold[:, None]
+        terms = {
+            "position": ((s.position - self.target).abs() > t.position_threshold[:, None]).any(-1),
+            "linear_velocity_xy": fast[:, :2].any(-1),
+            "linear_velocity_z": fast[:, 2],
+            "angular_velocity": (s.angular_velocity.abs() > t.angular_velocity_threshold[:, None]).any(-1),
+        }
+        terms = {name: t.enabled & term for name, term in terms.items()}
+        state = torch.cat([s.position, s.orientation, s.linear_velocity, s.angular_velocity], -1)
+        terms["non_finite"] = ~torch.isfinite(state).all(-1)
+        return terms
 
     def _reward(self, s: State, actions: torch.Tensor, s_next: State) -> torch.Tensor:
         """l2f `Squared` reward (without the termination branch) for the transition s -a-> s_next."""
