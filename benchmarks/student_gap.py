@@ -4,8 +4,9 @@
 Each of `--episodes` environments flies one 500-step episode of RAPTOR-randomised dynamics (same seed, so the same
 parameter sets and initial states for both actors). Prints
 
-* the share of episodes ended by each termination condition, and the share of terminated episodes per quintile of the thrust-to-weight ratio, the rotor time constant and the
-  initial tilt, for the student and the teacher, and their ratio;
+* the share of episodes ended by each termination condition, and the share of terminated episodes per quintile
+  of the thrust-to-weight ratio, the rotor time constant and the initial tilt, for the student and the teacher,
+  and their ratio;
 * the student's imitation error (MSE to the teacher's action on the student's own states, as DAgger labels them)
   by time in the episode, for episodes it survives and episodes it does not.
 
@@ -26,8 +27,8 @@ WINDOWS = ((0, 10), (10, 25), (25, 50), (50, 100), (100, 200), (200, 500))
 
 
 @torch.no_grad()
-def fly_once(act, teacher, episodes: int, seed: int, recurrent: bool) -> dict:
-    """One episode per environment; per-episode termination, per-step MSE to the teacher (until done)."""
+def fly_once(act, teacher, episodes: int, seed: int) -> dict:
+    """One episode per environment, `act(obs, reset_mask)` flying; per-episode termination, per-step MSE to the teacher (until done)."""
     env = PointControlEnv(PointControlEnvCfg(num_envs=episodes, seed=seed, dynamics="randomized"))
     features = {
         "thrust-to-weight": sim.thrust_to_weight_ratio(env.params).clone(),
@@ -41,7 +42,7 @@ def fly_once(act, teacher, episodes: int, seed: int, recurrent: bool) -> dict:
     reset = torch.ones(episodes, dtype=torch.bool)
     squared_error = torch.full((env.max_episode_length, episodes), float("nan"))
     for t in range(env.max_episode_length):
-        actions = act(obs, reset) if recurrent else act(obs)
+        actions = act(obs, reset)
         reset = torch.zeros_like(reset)
         squared_error[t] = torch.where(running, (actions - teacher.act_on(obs)).square().mean(-1), float("nan"))
         obs, _, dones, extras = env.step(actions)
@@ -66,9 +67,8 @@ def main() -> None:
     student, teacher = load_policy(args.student), load_teacher(args.teacher)
     student.reset(batch_size=args.episodes)
     flown = {
-        "student": fly_once(lambda obs, reset: student(obs["policy"], reset=reset), teacher, args.episodes, args.seed,
-                            recurrent=True),
-        "teacher": fly_once(teacher.act_on, teacher, args.episodes, args.seed, recurrent=False),
+        "student": fly_once(lambda obs, reset: student(obs["policy"], reset=reset), teacher, args.episodes, args.seed),
+        "teacher": fly_once(lambda obs, reset: teacher.act_on(obs), teacher, args.episodes, args.seed),
     }
     s, t = flown["student"]["terminated"].float(), flown["teacher"]["terminated"].float()
     print(f"{args.episodes} randomised episodes (seed {args.seed}): terminated student {100 * s.mean():.1f} %, "
