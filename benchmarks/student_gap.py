@@ -34,6 +34,8 @@ def fly_once(act, teacher, episodes: int, seed: int) -> dict:
         "thrust-to-weight": sim.thrust_to_weight_ratio(env.params).clone(),
         "rotor time constant [s]": env.params.dynamics.rotor_time_constants_rising.mean(-1).clone(),
         "initial tilt [rad]": 2 * torch.acos(env.state.orientation[:, 0].abs().clamp(max=1)),
+        "disturbance force / weight": torch.linalg.vector_norm(env.state.force, dim=-1)
+        / (env.params.dynamics.mass * torch.linalg.vector_norm(env.params.dynamics.gravity, dim=-1)),
     }
     obs = env.get_observations()
     running = torch.ones(episodes, dtype=torch.bool)
