@@ -101,3 +101,24 @@ def test_bad_boolean_flag(capsys):
         main(["--on_policy", "maybe"])
     assert e.value.code == 2
     assert "expected true/false" in capsys.readouterr().err
+
+
+def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
+    teacher = write_teacher(tmp_path / "t.h5")
+    small = ("--batch_size", 2, "--sequence_length", 10)
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "none.pt")
+    check_error(capsys, rc, log_dir, "--init_student", "none.pt", "does not exist")
+    junk = tmp_path / "student.pt"
+    junk.write_bytes(b"not a checkpoint")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", junk)
+    check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", teacher)  # a teacher, not a GRU
+    check_error(capsys, rc, log_dir, "--init_student", "t.h5")
+    import torch
+    from eyas import StudentPolicy
+    wide = StudentPolicy(26, 4)
+    torch.save({"state_dict": wide.state_dict(), "num_obs": 26, "num_actions": 4, "hidden_dim": 16, "meta": {}},
+               tmp_path / "wide.pt")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "wide.pt")
+    check_error(capsys, rc, log_dir, "--init_student", "26 observations", "needs 22")
+

@@ -205,3 +205,18 @@ def test_recurrent_teacher_starts_every_episode_from_its_initial_state():
         with torch.no_grad():
             expected, _ = teacher.policy.act(ds.observations[s:s + length].unsqueeze(1))
         torch.testing.assert_close(ds.targets[s:s + length], expected[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_init_student_starts_from_the_given_weights(tmp_path, teachers):
+    """--init_student: the run's first student is the given one (a previous run's .pt, or an rl-tools .h5)."""
+    first = DistillationRunner(_cfg(tmp_path, "first", n_epochs=2), teachers=teachers, progress=False)
+    first.run()
+    trained = first.trainer.student.state_dict()
+    for source in (tmp_path / "first" / "final_actor.pt", tmp_path / "first" / "final_actor.h5"):
+        runner = DistillationRunner(_cfg(tmp_path, f"from_{source.suffix[1:]}", init_student=str(source)),
+                                    teachers=teachers, progress=False)
+        start = runner._new_student().state_dict()
+        for k in trained:
+            torch.testing.assert_close(start[k], trained[k], rtol=0, atol=0, msg=k)
+    fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False)._new_student().state_dict()
+    assert not torch.equal(fresh["gru.weight_hh_l0"], trained["gru.weight_hh_l0"])

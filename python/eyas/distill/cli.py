@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse teachers whose mean return is lower (rl-tools SOLVED_RETURN)")
     p.add_argument("--gradient_mode", choices=("rltools", "exact"), default=d.gradient_mode,
                    help="GRU gradients as rl-tools computes them, or exact autograd (learns the initial state)")
+    p.add_argument("--init_student", default=None, metavar="PATH",
+                   help="start from this student instead of rl-tools' initialisation: an rl-tools .h5 actor, an eyas "
+                        "distill .pt (best_actor.pt), or foundation_policy (the released RAPTOR policy)")
     p.add_argument("--eval_episodes", type=int, default=d.eval_episodes,
                    help="held-out randomised-dynamics episodes per evaluation")
     p.add_argument("--eval_registry_episodes", type=int, default=d.eval_registry_episodes,

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class DistillConfig:
     min_teacher_return: float = 300.0  # SOLVED_RETURN
     hidden_dim: int = 16  # HIDDEN_DIM
     gradient_mode: str = "rltools"
+    init_student: str | None = None  # start from this student (.h5 / .pt / "foundation_policy") instead of rl-tools' init
     eval_episodes: int = 100  # held-out randomised dynamics per evaluation (NUM_EPISODES_EVAL)
     eval_registry_episodes: int = 10  # per registry model per evaluation
     eval_models: list[str] | None = None  # None: all registry models
@@ -237,6 +239,34 @@ def record_flights(student: StudentPolicy, env_cfg, device, seed: int, models=("
     return flights
 
 
+def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: int) -> dict:
+    """State dict of the student a run starts from: an rl-tools .h5 actor (``foundation_policy``: the released RAPTOR
+    policy) or an `eyas distill` .pt checkpoint (best_actor.pt, checkpoints/<epoch>/actor.pt)."""
+    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
+
+    path = raptor_checkpoint_path() if source == "foundation_policy" else Path(source)
+    if not path.is_file():
+        raise DistillationError(f"--init_student {source}: file does not exist")
+    try:
+        if path.suffix in (".h5", ".hdf5"):
+            policy = load_rltools_h5(path)
+            shape = (policy.num_obs, policy.num_actions, policy.hidden_dim)
+            weights = policy.state_dict()
+        else:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            shape = (saved["num_obs"], saved["num_actions"], saved["hidden_dim"])
+            weights = saved["state_dict"]
+    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        detail = ("not a PyTorch checkpoint" if isinstance(e, pickle.UnpicklingError)
+                  else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        raise DistillationError(f"--init_student {source}: cannot read a student from {path.name} ({detail})") from e
+    if shape != (num_obs, num_actions, hidden_dim):
+        raise DistillationError(f"--init_student {source}: the student maps {shape[0]} observations to {shape[1]} "
+                                f"actions with {shape[2]} GRU units; this run needs {num_obs} -> {num_actions} with "
+                                f"{hidden_dim}")
+    return weights
+
+
 # ---------------------------------------------------------------------------------------------- runner
 class DistillationRunner:
     """Runs `DistillConfig` end to end; ``run()`` returns the final summary (also written to summary.json)."""
@@ -268,6 +298,8 @@ class DistillationRunner:
         self.num_obs, self.num_actions = probe.num_obs, probe.num_actions
         self.max_episode_length = int(probe.max_episode_length)
         self._check_batch_fits(len(teachers))
+        self.init_weights = (load_init_student(cfg.init_student, self.num_obs, self.num_actions, cfg.hidden_dim)
+                             if cfg.init_student else None)
         self.bank = TeacherBank(teachers, self.device)
         self.resume = resume
 
@@ -308,8 +340,11 @@ class DistillationRunner:
     # ------------------------------------------------------------------ state
     def _new_student(self) -> StudentPolicy:
         g = torch.Generator().manual_seed(self.cfg.seed)
-        return StudentPolicy(self.num_obs, self.num_actions, self.cfg.hidden_dim, gradient_mode=self.cfg.gradient_mode,
-                             generator=g).to(self.device)
+        student = StudentPolicy(self.num_obs, self.num_actions, self.cfg.hidden_dim,
+                                gradient_mode=self.cfg.gradient_mode, generator=g)
+        if self.init_weights is not None:
+            student.load_state_dict(self.init_weights)
+        return student.to(self.device)
 
     def _dataset(self) -> EpisodeDataset:
         c = self.cfg
@@ -342,7 +377,7 @@ class DistillationRunner:
     # settings a resumed run must share with the run it continues (others, e.g. n_epochs or device, may change)
     RESUME_FIXED = ("task", "num_episodes", "batch_size", "sequence_length", "learning_rate", "epoch_teacher_forcing",
                     "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
-                    "hidden_dim", "gradient_mode", "seed", "max_dataset_steps")
+                    "hidden_dim", "gradient_mode", "init_student", "seed", "max_dataset_steps")
 
     def _load_state(self) -> int:
         state = torch.load(self.log_dir / "state.pt", map_location="cpu", weights_only=False)
