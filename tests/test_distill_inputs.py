@@ -111,7 +111,7 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
     junk = tmp_path / "student.pt"
     junk.write_bytes(b"not a checkpoint")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", junk)
-    check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt")
+    check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt", "not an eyas")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", teacher)  # a teacher, not a GRU
     check_error(capsys, rc, log_dir, "--init_student", "t.h5")
     import torch
@@ -121,4 +121,10 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
                tmp_path / "wide.pt")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "wide.pt")
     check_error(capsys, rc, log_dir, "--init_student", "26 observations", "needs 22")
+    weights = StudentPolicy(22, 4).state_dict()
+    weights["output_layer.bias"][0] = float("nan")
+    torch.save({"state_dict": weights, "num_obs": 22, "num_actions": 4, "hidden_dim": 16, "meta": {}},
+               tmp_path / "nan.pt")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "nan.pt")
+    check_error(capsys, rc, log_dir, "--init_student", "NaN")
 
