@@ -2,7 +2,9 @@
 import h5py
 import numpy as np
 import pytest
+import torch
 
+from eyas import StudentPolicy
 from eyas.distill.cli import main
 
 
@@ -114,8 +116,6 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
     check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt", "not an eyas")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", teacher)  # a teacher, not a GRU
     check_error(capsys, rc, log_dir, "--init_student", "t.h5")
-    import torch
-    from eyas import StudentPolicy
     wide = StudentPolicy(26, 4)
     torch.save({"state_dict": wide.state_dict(), "num_obs": 26, "num_actions": 4, "hidden_dim": 16, "meta": {}},
                tmp_path / "wide.pt")
@@ -127,4 +127,3 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
                tmp_path / "nan.pt")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "nan.pt")
     check_error(capsys, rc, log_dir, "--init_student", "NaN")
-

@@ -249,19 +249,19 @@ def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: i
         raise DistillationError(f"--init_student {source}: file does not exist")
     try:
         if path.suffix in (".h5", ".hdf5"):
-            policy = load_rltools_h5(path)
+            policy = load_rltools_h5(path)  # refuses NaN / inf parameters itself
             shape = (policy.num_obs, policy.num_actions, policy.hidden_dim)
             weights = policy.state_dict()
         else:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             shape = (saved["num_obs"], saved["num_actions"], saved["hidden_dim"])
             weights = saved["state_dict"]
+            if not all(torch.is_tensor(v) and bool(torch.isfinite(v).all()) for v in weights.values()):
+                raise DistillationError(f"--init_student {source}: the student's parameters contain NaN or inf")
     except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
         detail = ("not an eyas distill .pt checkpoint" if isinstance(e, (pickle.UnpicklingError, KeyError))
                   else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
         raise DistillationError(f"--init_student {source}: cannot read a student from {path.name} ({detail})") from e
-    if not all(torch.is_tensor(v) and bool(torch.isfinite(v).all()) for v in weights.values()):
-        raise DistillationError(f"--init_student {source}: the student's parameters contain NaN or inf")
     if shape != (num_obs, num_actions, hidden_dim):
         raise DistillationError(f"--init_student {source}: the student maps {shape[0]} observations to {shape[1]} "
                                 f"actions with {shape[2]} GRU units; this run needs {num_obs} -> {num_actions} with "
