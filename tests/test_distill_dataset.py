@@ -83,11 +83,13 @@ def test_batches_equal_rltools_loop(shuffle, batch_size, seq):
             assert b.reset is None and b.observations.shape == (batch_size, 3)
             assert torch.equal(b.observations, ds.observations[idx[0]])
             assert torch.equal(b.targets, ds.targets[idx[0]])
+            assert torch.equal(b.index, idx[0])
             assert not any(reset[0])
         else:
             assert b.observations.shape == (seq, batch_size, 3) and b.reset.shape == (seq, batch_size)
             assert torch.equal(b.observations, ds.observations[idx])
             assert torch.equal(b.targets, ds.targets[idx])
+            assert torch.equal(b.index, idx)
             assert b.reset.tolist() == reset
 
 

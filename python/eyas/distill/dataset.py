@@ -37,11 +37,13 @@ class DatasetError(DistillationError):
 @dataclass
 class Batch:
     """One training batch. ``sequence_length > 1``: observations (S, B, obs), targets (S, B, act), reset (S, B)
-    bool; ``sequence_length == 1`` (MLP mode): observations (B, obs), targets (B, act), reset None."""
+    bool; ``sequence_length == 1`` (MLP mode): observations (B, obs), targets (B, act), reset None.
+    ``index``: the storage row of every sample, (S, B) or (B,), for per-sample statistics."""
 
     observations: torch.Tensor
     targets: torch.Tensor
     reset: torch.Tensor | None
+    index: torch.Tensor | None = None
 
 
 class EpisodeDataset:
@@ -189,11 +191,11 @@ class EpisodeDataset:
             rows = index[b * per_batch:(b + 1) * per_batch].view(batch_size, sequence_length)
             if sequence_length == 1:
                 rows = rows[:, 0]
-                yield Batch(self.observations[rows], self.targets[rows], None)
+                yield Batch(self.observations[rows], self.targets[rows], None, rows)
                 continue
             starts = first[b * per_batch:(b + 1) * per_batch].view(batch_size, sequence_length) & (column > 0)
             rows = rows.t()
-            yield Batch(self.observations[rows], self.targets[rows], starts.t().contiguous())
+            yield Batch(self.observations[rows], self.targets[rows], starts.t().contiguous(), rows)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
