@@ -59,8 +59,7 @@ def weighted_pass(trainer: Distillation, dataset: EpisodeDataset, weight: torch.
     total, count = 0.0, 0
     for batch in dataset.get_batches(trainer.batch_size, trainer.sequence_length, True, generator):
         trainer.student.train()
-        actions, _ = trainer.student.act(batch.observations, None, batch.reset)
-        loss = ((actions - batch.targets).square().mean(-1) * weight[batch.index]).mean()
+        loss = ((trainer.predict(batch) - batch.targets).square().mean(-1) * weight[batch.index]).mean()
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()

@@ -33,17 +33,19 @@ class Distillation:
         self.shuffle = bool(shuffle)
         self.num_updates = 0  # gradient steps taken so far
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """rl-tools' MSE of the student's actions on ``batch``; every row starts from the initial hidden state."""
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """The student's actions on ``batch``, shaped like its targets; every row starts from the initial state."""
         obs = batch.observations.to(self.device)
-        target = batch.targets.to(self.device)
         if obs.dim() == 2:  # sequence_length 1: each sample is one step from the initial state
             actions, _ = self.student.act(obs.unsqueeze(0))
-            actions = actions.squeeze(0)
-        else:
-            reset = None if batch.reset is None else batch.reset.to(self.device)
-            actions, _ = self.student.act(obs, None, reset)
-        return torch.nn.functional.mse_loss(actions, target)
+            return actions.squeeze(0)
+        reset = None if batch.reset is None else batch.reset.to(self.device)
+        actions, _ = self.student.act(obs, None, reset)
+        return actions
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """rl-tools' MSE of the student's actions on ``batch``."""
+        return torch.nn.functional.mse_loss(self.predict(batch), batch.targets.to(self.device))
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """Forward, MSE, backward, Adam; returns the (detached) loss before the step."""
