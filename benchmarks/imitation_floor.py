@@ -4,7 +4,9 @@
 Takes an aggregating `eyas distill` run (`--on_policy false`: its `state.pt` holds the last dataset) and
 
 1. reports the MSE to the teacher's labels on that dataset, in rl-tools' batches, of the run's last student, its best
-   actor and a reference policy (default: the released RAPTOR policy, which flies the randomised env well);
+   actor and a reference policy (default: the released RAPTOR policy, which flies the randomised env well), and the
+   last student's MSE on fresh episodes it flies itself, labelled by the run's teachers (a generalisation gap would
+   mean more data helps);
 2. keeps training the last student on the fixed dataset (`--passes` more passes, Adam state continued) and
    evaluates it on held-out randomised episodes every `--eval_every` passes.
 
@@ -31,7 +33,9 @@ from pathlib import Path
 import torch
 
 from eyas import StudentPolicy, load_rltools_h5, raptor_checkpoint_path
+from eyas.distill.collect import TeacherBank, collect, load_teachers
 from eyas.distill.dataset import EpisodeDataset
+from eyas.distill.runner import resolve_task
 from eyas.distill.trainer import Distillation
 from eyas.envs.evaluation import evaluate, student_policy_fn
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
@@ -67,6 +71,18 @@ def weighted_pass(trainer: Distillation, dataset: EpisodeDataset, weight: torch.
     return total / count
 
 
+def fresh_dataset(state: dict, student: StudentPolicy, episodes: int, seed: int) -> EpisodeDataset:
+    """``episodes`` new episodes per teacher of the run, flown by ``student``, labelled by the teachers (DAgger)."""
+    cfg = state["config"]
+    bank = TeacherBank(load_teachers(cfg["teacher_checkpoint"]))
+    env_cfg = resolve_task(cfg["task"])
+    probe = PointControlEnv(PointControlEnvCfg(num_envs=1))
+    dataset = EpisodeDataset(len(bank) * episodes * probe.max_episode_length, probe.num_obs, probe.num_actions)
+    collect(bank, env_cfg, num_episodes=episodes, num_envs=episodes, generator=torch.Generator().manual_seed(seed),
+            device="cpu", student=copy.deepcopy(student).eval(), position_offsets=state["offsets"], dataset=dataset)
+    return dataset
+
+
 def held_out(policy: StudentPolicy, episodes: int, seed: int, dynamics: str = "randomized") -> dict:
     env = PointControlEnv(PointControlEnvCfg(num_envs=episodes, seed=seed, dynamics=dynamics))
     return evaluate(student_policy_fn(copy.deepcopy(policy).eval()), env, episodes).summary()
@@ -85,6 +101,8 @@ def main() -> None:
     parser.add_argument("--early_weight", type=float, default=0.0, help="A in 1 + A exp(-t / T) (0: rl-tools' MSE)")
     parser.add_argument("--early_tau", type=float, default=20.0, help="T in 1 + A exp(-t / T), in steps")
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--fresh_episodes", type=int, default=1024,
+                        help="new student-flown episodes per teacher for the held-out MSE")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--dynamics", default="randomized",
                         help="held-out dynamics: randomized or a registry model (for a single-model run)")
@@ -131,6 +149,10 @@ def main() -> None:
                          dataset)
         flown = held_out(policy, args.episodes, args.seed, args.dynamics)
         print(f"  {name:<28} {loss:9.5f}  {100 * flown['share_terminated']:.1f} %, return {flown['mean_return']:.1f}")
+    fresh = fresh_dataset(state, last, args.fresh_episodes, args.seed)
+    loss = mean_loss(Distillation(last, batch_size=cfg["batch_size"], sequence_length=cfg["sequence_length"]), fresh)
+    print(f"  {'last student, fresh data':<28} {loss:9.5f}  ({fresh.num_episodes} new episodes it flew, "
+          f"labelled by the teachers)")
 
     what = (f"a fresh {args.hidden_dim}-unit student" if args.hidden_dim is not None else "the last student")
     emphasis = (f", early-step weight 1 + {args.early_weight:g} exp(-t / {args.early_tau:g})" if args.early_weight
