@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def fresh_dataset(state: dict, student: StudentPolicy, episodes: int, seed: int)
     cfg = state["config"]
     bank = TeacherBank(load_teachers(cfg["teacher_checkpoint"]))
     env_cfg = resolve_task(cfg["task"])
-    probe = PointControlEnv(PointControlEnvCfg(num_envs=1))
+    probe = PointControlEnv(dataclasses.replace(env_cfg, num_envs=1))  # the run's env, not the default one
     dataset = EpisodeDataset(len(bank) * episodes * probe.max_episode_length, probe.num_obs, probe.num_actions)
     collect(bank, env_cfg, num_episodes=episodes, num_envs=episodes, generator=torch.Generator().manual_seed(seed),
             device="cpu", student=copy.deepcopy(student).eval(), position_offsets=state["offsets"], dataset=dataset)
