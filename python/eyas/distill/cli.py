@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eyas distill", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default=TASK_ID, help="environment id (the embedded env unless Isaac Lab provides it)")
+    p.add_argument("--env_backend", choices=("auto", "embedded", "isaaclab"), default=d.env_backend,
+                   help="auto: Isaac Lab when it is installed and registers --task, else the embedded l2f env")
     p.add_argument("--teacher_checkpoint", nargs="+", default=None, metavar="PATH", required=False,
                    help="teacher file(s) (.pt rsl_rl / .h5 rl-tools), teacher run directories, or a directory of "
                         "teachers (one teacher per dynamics set, as RAPTOR)")
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset_episodes", type=int, default=d.offset_episodes,
                    help="teacher episodes for the steady-state offset / solved check")
     p.add_argument("--min_teacher_return", type=float, default=d.min_teacher_return,
-                   help="refuse teachers whose mean return is lower (rl-tools SOLVED_RETURN)")
+                   help="refuse teachers whose mean return is lower (default: rl-tools' SOLVED_RETURN 300 on the "
+                        "l2f env, no check on Isaac Lab tasks)")
     p.add_argument("--gradient_mode", choices=("rltools", "exact"), default=d.gradient_mode,
                    help="GRU gradients as rl-tools computes them, or exact autograd (learns the initial state)")
     p.add_argument("--init_student", default=None, metavar="PATH",
@@ -116,6 +119,7 @@ def resume_config(args: argparse.Namespace, argv: list[str] | None) -> DistillCo
 
 def main(argv: list[str] | None = None) -> int:
     from eyas.distill.dataset import DistillationError
+    from eyas.envs.isaaclab_task import IsaacLabError
 
     args = build_parser().parse_args(argv)
     try:
@@ -124,19 +128,21 @@ def main(argv: list[str] | None = None) -> int:
 
         runner = DistillationRunner(cfg, resume=args.resume, progress=not args.quiet)
         summary = runner.run()
-    except DistillationError as e:
+    except (DistillationError, IsaacLabError) as e:
         print(f"eyas distill: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eyas distill: interrupted; the last complete epoch can be continued with --resume", file=sys.stderr)
         return 130
-    final = summary["final_eval"].get("randomized")
+    held_out = summary["held_out"]
+    final = summary["final_eval"].get(held_out)
     teachers = summary["teachers"]
     print(json.dumps({k: summary[k] for k in ("best_actor", "best_epoch", "gradient_steps", "epochs")}, indent=None))
     print(f"teachers (own dynamics): mean return {teachers['return_mean']:.1f}, "
           f"terminated {100 * teachers['share_terminated']:.2f}%")
     if final:
-        print(f"best student (held-out randomised dynamics, {final['episodes']} episodes): mean return "
+        where = "held-out randomised dynamics" if held_out == "randomized" else f"task {cfg.task}"
+        print(f"best student ({where}, {final['episodes']} episodes): mean return "
               f"{final['return_mean']:.1f} ({100 * summary['student_vs_teachers']:.1f}% of teachers), "
               f"terminated {100 * final['share_terminated']:.2f}%")
     ref = summary.get("privileged_teachers_on_held_out")
@@ -144,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  teacher(s) on the same held-out set: mean return {ref['return_mean']:.1f}, "
               f"terminated {100 * ref['share_terminated']:.2f}%")
     for name, ev in summary["final_eval"].items():
-        if name != "randomized":
+        if name != held_out:
             print(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
     print(f"outputs in {cfg.log_dir}: best_actor.h5 (rl-tools), best_actor.pt, summary.json, TensorBoard events"
-          + (", training.png, flights.png" if cfg.plots else ""))
+          + (", training.png" if cfg.plots else "") + (", flights.png" if cfg.plots and summary["environment"]["backend"] == "embedded" else ""))
     return 0
 
 

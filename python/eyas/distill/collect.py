@@ -27,6 +27,7 @@ import torch
 from tensordict import TensorDict
 
 from eyas.distill.dataset import DistillationError, EpisodeDataset
+from eyas.envs.isaaclab_task import IsaacLabEpisodes
 
 
 # ---------------------------------------------------------------------------------------------- teachers
@@ -205,6 +206,10 @@ def check_teachers_against_env(teachers: Sequence, env) -> None:
         except TeacherError as e:
             raise DistillationError(f"teacher {i} ({teacher_label(t)}) does not fit the environment: {e}") from e
         params = getattr(t, "params", None)
+        if params is not None and isinstance(env, IsaacLabEpisodes):
+            raise DistillationError(f"teacher {i} ({teacher_label(t)}) was trained on fixed dynamics (one teacher per "
+                                    f"dynamics set), but an Isaac Lab task draws its own dynamics; per-dynamics "
+                                    f"teachers need the embedded env (--env_backend embedded)")
         if params is not None and params.batch_size != 1:
             raise DistillationError(f"teacher {i} ({teacher_label(t)}) carries {params.batch_size} dynamics "
                                     f"parameter sets; expected one (RAPTOR: one teacher per dynamics set)")
@@ -236,6 +241,16 @@ def make_env(env_cfg, params, seed: int, device: torch.device | str):
     cfg = dataclasses.replace(env_cfg, num_envs=params.batch_size, dynamics=params.to(device), seed=int(seed),
                               device=str(device))
     return PointControlEnv(cfg)
+
+
+def episode_env(teachers: Sequence, first: int, count: int, per_teacher: int, env_cfg, generator: torch.Generator,
+                device: torch.device | str):
+    """Rows for ``count * per_teacher`` new episodes: the embedded env on each teacher's dynamics, or the first rows
+    of an Isaac Lab task (`eyas.envs.isaaclab_task.IsaacLabTask`), which draws its own dynamics."""
+    if hasattr(env_cfg, "episodes"):
+        return env_cfg.episodes(count * per_teacher)
+    params = episode_params(teachers, first, count, per_teacher, env_cfg, generator)
+    return make_env(env_cfg, params, draw_seed(generator), device)
 
 
 def draw_seed(generator: torch.Generator) -> int:
@@ -357,8 +372,7 @@ def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, gen
     student, appended to ``dataset`` teacher by teacher. Returns each teacher's episode statistics."""
     parts = []
     for first, count in _chunks(len(bank), num_episodes, num_envs):
-        params = episode_params(bank.teachers, first, count, num_episodes, env_cfg, generator)
-        env = make_env(env_cfg, params, draw_seed(generator), device)
+        env = episode_env(bank.teachers, first, count, num_episodes, env_cfg, generator, device)
         offsets = None if position_offsets is None else position_offsets[first:first + count]
         ro = rollout(env, bank, first, count, num_episodes, student=student, position_offsets=offsets,
                      record=dataset is not None)
@@ -369,20 +383,24 @@ def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, gen
     return TeacherStats.of_rollouts(parts)
 
 
-def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int = 100, window: tuple[int, int] = (250, 500),
+def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int = 100,
+                              window: tuple[int, int] | None = (250, 500),
                               num_envs: int, generator: torch.Generator, device: torch.device | str
                               ) -> tuple[torch.Tensor, TeacherStats]:
     """rl-tools' steady-state position offset of every teacher: its mean position over steps [250, 500) of
     ``num_episodes`` deterministic episodes on its own dynamics (steps of running episodes only). Also returns
     the teachers' episode statistics (rl-tools prints them and requires a mean return >= SOLVED_RETURN).
-    Returns offsets (num_teachers, 3) float32 on the CPU (zero for a teacher with no step in the window)."""
+    Returns offsets (num_teachers, 3) float32 on the CPU (zero for a teacher with no step in the window, and for
+    every teacher when ``window`` is None: statistics only)."""
     offsets, parts = [], []
     for first, count in _chunks(len(bank), num_episodes, num_envs):
-        params = episode_params(bank.teachers, first, count, num_episodes, env_cfg, generator)
-        env = make_env(env_cfg, params, draw_seed(generator), device)
+        env = episode_env(bank.teachers, first, count, num_episodes, env_cfg, generator, device)
         ro = rollout(env, bank, first, count, num_episodes, record=False, offset_window=window)
-        s = ro.position_sum.view(count, num_episodes, 3).sum(1)
-        c = ro.position_count.view(count, num_episodes).sum(1).clamp(min=1)
-        offsets.append((s / c[:, None]).to(torch.float32).cpu())
+        if window is None:
+            offsets.append(torch.zeros(count, 3))
+        else:
+            s = ro.position_sum.view(count, num_episodes, 3).sum(1)
+            c = ro.position_count.view(count, num_episodes).sum(1).clamp(min=1)
+            offsets.append((s / c[:, None]).to(torch.float32).cpu())
         parts.append((ro, count, num_episodes))
     return torch.cat(offsets), TeacherStats.of_rollouts(parts)

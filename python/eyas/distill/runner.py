@@ -51,6 +51,7 @@ class DistillConfig:
 
     teacher_checkpoint: list[str] = field(default_factory=list)
     task: str = TASK_ID
+    env_backend: str = "auto"  # auto | embedded | isaaclab (see resolve_task)
     num_envs: int = 1024  # environment rows flown in parallel during collection and offset estimation
     n_epochs: int = 1000  # N_EPOCH
     num_episodes: int = 10  # NUM_EPISODES per teacher and epoch
@@ -63,7 +64,7 @@ class DistillConfig:
     position_offset_correction: bool = True  # STEADY_STATE_POSITION_CORRECTION
     offset_episodes: int = 100  # NUM_EPISODES_EVAL (teacher evaluation for the offset)
     offset_window: tuple[int, int] = (250, 500)  # STEADY_STATE_POSITION_OFFSET_ESTIMATION_START / _END
-    min_teacher_return: float = 300.0  # SOLVED_RETURN
+    min_teacher_return: float | None = None  # None: rl-tools' SOLVED_RETURN (300) on the l2f env, no check on other tasks
     hidden_dim: int = 16  # HIDDEN_DIM
     gradient_mode: str = "rltools"
     init_student: str | None = None  # start from this student (.h5 / .pt / "foundation_policy") instead of rl-tools' init
@@ -96,31 +97,32 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_task(task: str):
-    """Environment configuration for ``task``: the embedded `PointControlEnv` for Isaac-Quadcopter-Point-Ctrl-v0
-    unless an Isaac Lab task of that id is importable."""
-    import gymnasium as gym
+def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, device="cpu", seed: int = 0):
+    """The environment of ``task``: an `IsaacLabTask` when Isaac Lab is installed and registers that id (or
+    ``backend="isaaclab"``), else the embedded l2f env (`PointControlEnvCfg`) for Isaac-Quadcopter-Point-Ctrl-v0."""
+    from eyas.envs import PointControlEnvCfg
+    from eyas.envs.isaaclab_task import IsaacLabTask, isaaclab_installed, isaaclab_registers
 
-    try:  # an installed Isaac Lab registers its tasks on import
-        import isaaclab  # noqa: F401
-        import isaaclab_tasks  # noqa: F401
-        isaac = True
-    except ImportError:
-        isaac = False
-    import eyas.envs  # registers the embedded env when nobody else did
+    if backend not in ("auto", "embedded", "isaaclab"):
+        raise DistillationError(f"--env_backend must be auto, embedded or isaaclab, got {backend!r}")
+    installed = isaaclab_installed()
+    if backend == "isaaclab" and not installed:
+        raise DistillationError("--env_backend isaaclab: Isaac Lab is not installed (packages isaaclab, "
+                                "isaaclab_tasks, isaaclab_rl)")
+    if backend == "isaaclab" or (backend == "auto" and installed and isaaclab_registers(task)):
+        return IsaacLabTask(task, num_envs=int(num_envs), device=str(device), seed=int(seed))
+    if task != TASK_ID:
+        why = ("Isaac Lab is not installed" if not installed else
+               "the installed isaaclab_tasks do not register it; --env_backend isaaclab skips this check")
+        raise DistillationError(f"unknown --task {task!r} ({why}); the embedded env is {TASK_ID!r}")
+    return PointControlEnvCfg()
+
+
+def is_embedded(env_cfg) -> bool:
+    """True for the embedded l2f env (per-row dynamics, registry models, position offsets, recorded flights)."""
     from eyas.envs import PointControlEnvCfg
 
-    if task not in gym.registry:
-        raise DistillationError(f"unknown --task {task!r}; the embedded env is {TASK_ID!r}")
-    entry = str(gym.registry[task].entry_point)
-    if entry.startswith("eyas."):
-        return PointControlEnvCfg()
-    if isaac:
-        raise DistillationError(
-            f"--task {task!r} is an Isaac Lab task ({entry}); eyas' distillation needs per-environment dynamics "
-            f"(one teacher per dynamics set, eyas.sim.Params), which Isaac Lab tasks do not expose. "
-            f"Uninstall or hide Isaac Lab to use the embedded env.")
-    raise DistillationError(f"--task {task!r} is registered by {entry}, not by eyas")
+    return isinstance(env_cfg, PointControlEnvCfg)
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -162,6 +164,8 @@ def _json_default(o):
 class Evaluator:
     """Held-out randomised dynamics plus registry models in one batched env (one episode per row).
     The dynamics and initial states are fixed (seeded), so epochs are compared on the same flights."""
+
+    held_out = "randomized"
 
     def __init__(self, env_cfg, *, randomized: int, per_model: int, models: list[str], seed: int, device):
         from eyas import sim
@@ -205,6 +209,53 @@ class Evaluator:
                          "episode_length_mean": float(length.mean()), "episode_length_std": float(length.std()),
                          "share_terminated": float(term.mean()), "episodes": int(b - a)}
         return out
+
+
+class TaskEvaluator:
+    """Evaluation on an Isaac Lab task: ``episodes`` new episodes (one per row, in chunks of the task's rows),
+    reported as the group ``"task"``. The task draws the dynamics and initial states itself."""
+
+    held_out = "task"
+
+    def __init__(self, task, *, episodes: int):
+        if episodes < 1:
+            raise DistillationError("evaluation needs --eval_episodes > 0 on an Isaac Lab task")
+        self.task, self.episodes, self.groups = task, int(episodes), [("task", 0, int(episodes))]
+
+    @torch.no_grad()
+    def __call__(self, student: StudentPolicy) -> dict[str, dict]:
+        from eyas.envs import student_policy_fn
+
+        return self.evaluate_fn(student_policy_fn(student))
+
+    @torch.no_grad()
+    def evaluate_fn(self, policy_fn) -> dict[str, dict]:
+        returns, lengths, terminated = [], [], []
+        left = self.episodes
+        while left > 0:
+            env = self.task.episodes(min(left, self.task.num_envs))
+            n, obs = env.num_envs, env.get_observations()
+            alive = torch.ones(n, dtype=torch.bool, device=env.device)
+            reset = alive.clone()
+            ret = torch.zeros(n, dtype=torch.float64, device=env.device)
+            length = torch.zeros(n, dtype=torch.long, device=env.device)
+            term = torch.zeros(n, dtype=torch.bool, device=env.device)
+            for _ in range(env.max_episode_length):
+                obs, rewards, dones, extras = env.step(policy_fn(obs, reset))
+                reset = torch.zeros_like(reset)
+                ret += rewards.to(torch.float64) * alive
+                length += alive
+                term |= extras["terminated"].bool() & alive
+                alive &= ~dones.bool()
+                if not bool(alive.any()):
+                    break
+            returns.append(ret.cpu()), lengths.append(length.double().cpu()), terminated.append(term.double().cpu())
+            left -= n
+        r, length, term = torch.cat(returns), torch.cat(lengths), torch.cat(terminated)
+        return {"task": {"return_mean": float(r.mean()), "return_std": float(r.std()) if len(r) > 1 else 0.0,
+                         "episode_length_mean": float(length.mean()),
+                         "episode_length_std": float(length.std()) if len(r) > 1 else 0.0,
+                         "share_terminated": float(term.mean()), "episodes": len(r)}}
 
 
 def _teacher_policy_fn(teacher):
@@ -281,7 +332,8 @@ class DistillationRunner:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.device = resolve_device(cfg.device)
-        self.env_cfg = resolve_task(cfg.task)
+        self.env_cfg = resolve_task(cfg.task, cfg.env_backend, num_envs=cfg.num_envs, device=self.device, seed=cfg.seed)
+        self.embedded = is_embedded(self.env_cfg)
         if resume:
             state_path = self.log_dir / "state.pt"
             if not state_path.is_file():
@@ -295,7 +347,10 @@ class DistillationRunner:
             teachers = load_teachers(cfg.teacher_checkpoint, self.device)
         from eyas.envs import PointControlEnv
 
-        probe = PointControlEnv(dataclasses.replace(self.env_cfg, num_envs=1, device=str(self.device)))
+        if self.embedded:
+            probe = PointControlEnv(dataclasses.replace(self.env_cfg, num_envs=1, device=str(self.device)))
+        else:
+            probe = self.env_cfg.episodes(1)
         check_teachers_against_env(teachers, probe)
         self.num_obs, self.num_actions = probe.num_obs, probe.num_actions
         self.max_episode_length = int(probe.max_episode_length)
@@ -377,7 +432,7 @@ class DistillationRunner:
                                      indent=1, default=_json_default), self.log_dir / "history.json")
 
     # settings a resumed run must share with the run it continues (others, e.g. n_epochs or device, may change)
-    RESUME_FIXED = ("task", "num_episodes", "batch_size", "sequence_length", "learning_rate", "epoch_teacher_forcing",
+    RESUME_FIXED = ("task", "env_backend", "num_episodes", "batch_size", "sequence_length", "learning_rate", "epoch_teacher_forcing",
                     "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
                     "hidden_dim", "gradient_mode", "init_student", "seed", "max_dataset_steps")
 
@@ -413,9 +468,11 @@ class DistillationRunner:
 
         cpu = copy.deepcopy(student).to("cpu", torch.float32)
         cpu.reset()
-        save_rltools_h5(cpu, directory / f"{stem}.h5", meta={"exported_by": "eyas distill", **meta,
-                        "environment": {"name": "l2f", "observation": "Position.OrientationRotationMatrix."
-                                        "LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"}})
+        environment = ({"name": "l2f", "observation": "Position.OrientationRotationMatrix.LinearVelocity."
+                        "AngularVelocityDelayed(0).ActionHistory(1)"} if self.embedded
+                       else {"name": self.cfg.task, "backend": "isaaclab", "observation": "policy"})
+        save_rltools_h5(cpu, directory / f"{stem}.h5",
+                        meta={"exported_by": "eyas distill", **meta, "environment": environment})
         atomic_save({"state_dict": cpu.state_dict(), "num_obs": cpu.num_obs, "num_actions": cpu.num_actions,
                      "hidden_dim": cpu.hidden_dim, "meta": meta}, directory / f"{stem}.pt")
 
@@ -441,13 +498,12 @@ class DistillationRunner:
             from eyas.sim import MODEL_NAMES
             models = list(MODEL_NAMES)
         self.eval_models = models
-        evaluator = Evaluator(self.env_cfg, randomized=c.eval_episodes, per_model=c.eval_registry_episodes,
-                              models=models, seed=c.seed + 1_000_003, device=self.device)
+        evaluator = self._evaluator(c.eval_episodes, c.eval_registry_episodes, seed=c.seed + 1_000_003)
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(self.log_dir), purge_step=self.trainer.num_updates if self.resume else None)
         atomic_write_text(json.dumps(c.to_dict(), indent=1), self.log_dir / "config.json")
-        offsets = self.offsets if c.position_offset_correction else None
+        offsets = self.offsets if c.position_offset_correction and self.embedded else None
         bar = tqdm(range(start_epoch, c.n_epochs), initial=start_epoch, total=c.n_epochs, desc="distill",
                    disable=True if not self.progress else None, dynamic_ncols=True)  # None: off when not a TTY
         idle_epochs = 0
@@ -529,7 +585,7 @@ class DistillationRunner:
             self.history.append(row)
             self._save_state(epoch)
             writer.flush()
-            held_out = row.get("eval", {}).get("randomized")
+            held_out = row.get("eval", {}).get(evaluator.held_out)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ret=f"{summary['return_mean']:.0f}",
                             held_out=f"{held_out['return_mean']:.0f}" if held_out else "-")
             tqdm.write(f"epoch {epoch:4d} {row['actor']:7s} return {summary['return_mean']:7.1f} "
@@ -543,11 +599,19 @@ class DistillationRunner:
         writer.close()
         return self._finish(evaluator)
 
+    def _evaluator(self, episodes: int, per_model: int, seed: int):
+        if not self.embedded:
+            return TaskEvaluator(self.env_cfg, episodes=episodes)
+        return Evaluator(self.env_cfg, randomized=episodes, per_model=per_model, models=self.eval_models, seed=seed,
+                         device=self.device)
+
     def _setup_teachers(self) -> None:
         c = self.cfg
         t0 = time.perf_counter()
+        # the steady-state offset is l2f's (the first 3 policy observations are the position error)
+        window = tuple(c.offset_window) if self.embedded else None
         self.offsets, stats = estimate_position_offsets(self.bank, self.env_cfg, num_episodes=c.offset_episodes,
-                                                        window=tuple(c.offset_window), num_envs=c.num_envs,
+                                                        window=window, num_envs=c.num_envs,
                                                         generator=self.generator, device=self.device)
         per_teacher = [{"name": teacher_label(t), "source": getattr(t, "source", ""),
                         "return_mean": float(stats.mean_return[i]), "episode_length_mean": float(stats.mean_length[i]),
@@ -555,11 +619,13 @@ class DistillationRunner:
                        for i, t in enumerate(self.bank.teachers)]
         self.teacher_eval = {"summary": stats.summary(), "teachers": per_teacher, "episodes": c.offset_episodes,
                              "seconds": time.perf_counter() - t0}
-        weak = [(p["name"], p["return_mean"]) for p in per_teacher if p["return_mean"] < c.min_teacher_return]
+        threshold = c.min_teacher_return if c.min_teacher_return is not None else (300.0 if self.embedded else None)
+        weak = [(p["name"], p["return_mean"]) for p in per_teacher
+                if threshold is not None and p["return_mean"] < threshold]
         if weak:
             listed = ", ".join(f"{n} ({r:.1f})" for n, r in weak[:5])
             raise DistillationError(f"{len(weak)} teacher(s) have a mean return below --min_teacher_return "
-                                    f"{c.min_teacher_return} on their own dynamics ({c.offset_episodes} episodes): "
+                                    f"{threshold} on their own dynamics ({c.offset_episodes} episodes): "
                                     f"{listed}; rl-tools refuses unsolved teachers")
 
     def _finish(self, evaluator: Evaluator) -> dict:
@@ -575,19 +641,19 @@ class DistillationRunner:
         meta = {"epoch_chosen": best_epoch, "selection": chosen, "teachers": len(self.bank)}
         self._save_actor(best, self.log_dir, "best_actor", meta)
         self._save_actor(self.trainer.student, self.log_dir, "final_actor", {"epoch": len(self.history) - 1})
-        final = Evaluator(self.env_cfg, randomized=c.final_eval_episodes, per_model=max(c.eval_registry_episodes, 10),
-                          models=self.eval_models, seed=c.seed + 2_000_029,
-                          device=self.device)
+        final = self._evaluator(c.final_eval_episodes, max(c.eval_registry_episodes, 10), seed=c.seed + 2_000_029)
         final_eval = final(best)
         # teachers trained over randomised dynamics can fly the same held-out set: the like-for-like reference
         privileged = [t for t in self.bank.teachers if getattr(t, "params", None) is None][:3]
-        if not any(name == "randomized" for name, _, _ in final.groups):
+        if not any(name == final.held_out for name, _, _ in final.groups):
             privileged = []
-        teachers_held_out = [final.evaluate_fn(_teacher_policy_fn(t))["randomized"] for t in privileged]
-        flights = record_flights(best, self.env_cfg, self.device, seed=c.seed + 3_000_017)
+        teachers_held_out = [final.evaluate_fn(_teacher_policy_fn(t))[final.held_out] for t in privileged]
+        flights = record_flights(best, self.env_cfg, self.device, seed=c.seed + 3_000_017) if self.embedded else None
         teachers = self.teacher_eval["summary"]
-        held_out = final_eval.get("randomized")
+        held_out = final_eval.get(final.held_out)
         summary = {
+            "environment": ({"backend": "embedded", "task": c.task} if self.embedded else self.env_cfg.to_dict()),
+            "held_out": final.held_out,
             "best_actor": str(self.log_dir / "best_actor.h5"), "best_epoch": best_epoch, "selection": chosen,
             "best_collection_return": self.best["return"],
             "teachers": {"count": len(self.bank), "return_mean": teachers["return_mean"],
@@ -606,7 +672,8 @@ class DistillationRunner:
         }
         summary["foundation_policy_check"] = _check_foundation_policy(self.log_dir / "best_actor.h5")
         atomic_write_text(json.dumps(summary, indent=1, default=_json_default), self.log_dir / "summary.json")
-        atomic_write_text(json.dumps(flights), self.log_dir / "flights.json")
+        if flights is not None:
+            atomic_write_text(json.dumps(flights), self.log_dir / "flights.json")
         if c.plots:
             from eyas.distill.plots import plot_run
 

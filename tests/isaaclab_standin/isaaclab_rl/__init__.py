@@ -1,0 +1,1 @@
+"""Stand-in for `isaaclab_rl` (tests only)."""
