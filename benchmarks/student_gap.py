@@ -8,13 +8,16 @@ parameter sets and initial states for both actors). Prints
   of the thrust-to-weight ratio, the rotor time constant and the initial tilt, for the student and the teacher,
   and their ratio;
 * the student's imitation error (MSE to the teacher's action on the student's own states, as DAgger labels them)
-  by time in the episode, for episodes it survives and episodes it does not.
+  by time in the episode, for episodes it survives and episodes it does not;
+* the teacher flying with random action noise of the student's error size (per step in the episode: white, and
+  correlated over ~10 steps), to tell an error that acts like noise from a systematic one.
 
     python benchmarks/student_gap.py STUDENT.h5 [--teacher fixtures/teachers/privileged] [--episodes 3000]
 """
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -24,6 +27,22 @@ from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.teachers import load_teacher
 
 WINDOWS = ((0, 10), (10, 25), (25, 50), (50, 100), (100, 200), (200, 500))
+
+
+def noisy(act, std_by_step: torch.Tensor, correlation_steps: float, seed: int):
+    """``act`` plus Gaussian noise of per-dimension std ``std_by_step[t]`` at step t of the episode, white
+    (``correlation_steps`` 0) or an AR(1) process with that time constant; clipped to [-1, 1] like the env."""
+    g, state = torch.Generator().manual_seed(seed), {"t": 0, "z": None}
+    a = math.exp(-1 / correlation_steps) if correlation_steps > 0 else 0.0
+
+    def act_noisy(obs, reset):
+        clean = act(obs, reset)
+        eps = torch.randn(clean.shape, generator=g)
+        state["z"] = eps if state["z"] is None else a * state["z"] + math.sqrt(1 - a * a) * eps
+        std = float(std_by_step[min(state["t"], len(std_by_step) - 1)])
+        state["t"] += 1
+        return (clean + std * state["z"]).clamp(-1, 1)
+    return act_noisy
 
 
 @torch.no_grad()
@@ -96,6 +115,17 @@ def main() -> None:
         window = error[lo:hi]
         survived, crashed = window[:, ~failed].nanmean(), window[:, failed].nanmean()
         print(f"  {lo:4d}-{hi:<4d}  {survived:9.4f}  {crashed:10.4f}")
+
+    # the student's error size by step (all its running episodes), smoothed over the same windows
+    std_by_step = torch.empty(error.shape[0])
+    for lo, hi in WINDOWS:
+        std_by_step[lo:hi] = error[lo:hi].nanmean().sqrt()
+    print("\nteacher with random action noise of the student's error size (same episodes):")
+    teacher_act = lambda obs, reset: teacher.act_on(obs)  # noqa: E731
+    for label, steps in (("white", 0.0), ("correlated, 10 steps", 10.0)):
+        flown_noisy = fly_once(noisy(teacher_act, std_by_step, steps, args.seed), teacher, args.episodes, args.seed)
+        print(f"  {label:<22} terminated {100 * flown_noisy['terminated'].float().mean():5.1f} %  "
+              f"(student {100 * s.mean():.1f} %, teacher without noise {100 * t.mean():.1f} %)")
 
 
 if __name__ == "__main__":
