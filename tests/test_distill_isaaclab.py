@@ -150,3 +150,16 @@ def test_too_few_task_rows(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "raise --num_envs" in lines[0], proc.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_teacher_labels_are_not_clipped_on_isaaclab_tasks(standin, tmp_path):
+    """l2f's motor commands live in [-1, 1]; on other tasks the label is the teacher's mean, as rsl_rl's act_inference."""
+    from eyas.distill.runner import DistillationRunner, DistillConfig
+
+    def runner(task):
+        cfg = DistillConfig(teacher_checkpoint=[str(PRIVILEGED)], task=task, num_envs=8, num_episodes=8, batch_size=2,
+                            sequence_length=50, device="cpu", log_dir=str(tmp_path / task))
+        return DistillationRunner(cfg, progress=False)
+
+    assert runner(TASK).bank.teachers[0].action_clip is None
+    assert runner("Isaac-Quadcopter-Point-Ctrl-v0").bank.teachers[0].action_clip == 1.0

@@ -130,6 +130,19 @@ def test_legacy_model_state_dict_checkpoint(tmp_path, normaliser_location):
     assert teacher.meta["iter"] == 7 and teacher.meta["layout"] == "model_state_dict"
 
 
+def test_rsl_rl_checkpoint_without_sidecar_takes_its_action_count_from_the_mean_head(tmp_path):
+    """An Isaac Lab run's model_*.pt (no eyas sidecar) for a 12-action task: 12 actions, not the quadrotor's 4."""
+    torch.manual_seed(2)
+    actor = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.ELU(), torch.nn.Linear(32, 12))
+    sd = {f"actor.{k}": v for k, v in actor.state_dict().items()} | {"std": torch.ones(12)}
+    torch.save({"model_state_dict": sd, "optimizer_state_dict": {}, "iter": 3, "infos": None}, tmp_path / "model_3.pt")
+    teacher = load_teacher(tmp_path / "model_3.pt")
+    assert (teacher.num_obs, teacher.num_actions) == (48, 12)
+    x = torch.randn(5, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.act(x), actor(x).clamp(-1, 1))
+
+
 # ---------------------------------------------------------------- rl-tools HDF5
 
 

@@ -345,6 +345,10 @@ class DistillationRunner:
             if not cfg.teacher_checkpoint:
                 raise DistillationError("no teachers: pass --teacher_checkpoint FILE_OR_DIR [...]")
             teachers = load_teachers(cfg.teacher_checkpoint, self.device)
+        if not self.embedded:  # l2f's motor commands live in [-1, 1]; other tasks take the mean unclipped, as rsl_rl
+            for t in teachers:
+                if hasattr(t, "action_clip") and not getattr(t, "is_recurrent", False):
+                    t.action_clip = None
         from eyas.envs import PointControlEnv
 
         if self.embedded:

@@ -129,6 +129,9 @@ class IsaacLabEpisodes:
         full = torch.zeros(self.env.num_envs, self.num_actions, dtype=actions.dtype, device=self.device)
         full[:self.num_envs] = actions
         obs, rewards, dones, extras = self.env.step(full)
+        if not isinstance(obs, TensorDict):  # Isaac Lab releases for rsl_rl < 3 return a tensor and extras
+            raise IsaacLabError(f"the Isaac Lab wrapper returned {type(obs).__name__} observations; eyas needs the "
+                                f"TensorDict interface of Isaac Lab releases for rsl_rl >= 3")
         n = self.num_envs
         self._steps += 1
         done = dones[:n].bool()

@@ -77,7 +77,7 @@ def load_teacher(
     if ckpt.suffix in RSL_RL_SUFFIXES:
         net, info, _ = load_rsl_rl_checkpoint(ckpt, activation=activation)
         num_obs = net[0].mean.shape[-1] if info["normaliser"] is not None else info["layers"][0][0].shape[1]
-        num_actions = int(sidecar.get("num_actions", 4))
+        num_actions = info["num_actions"]
         meta = {"format": "rsl_rl", "layout": info["layout"], "activation": info["activation"], "iter": info["iter"]}
         default_group = "teacher"
     elif ckpt.suffix in HDF5_SUFFIXES:

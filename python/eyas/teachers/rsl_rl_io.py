@@ -126,8 +126,9 @@ def load_rsl_rl_checkpoint(path: Path, activation: str | None = None) -> tuple[n
     actor_cfg = (sidecar or {}).get("actor", {})
     act = activation or actor_cfg.get("activation") or _activation_from_agent_yaml(path) or "elu"
     dist = (actor_cfg.get("distribution_cfg") or {}).get("class_name")
-    num_actions = int((sidecar or {}).get("num_actions", 4))
+    # without eyas' sidecar (e.g. an Isaac Lab run) the Gaussian mean head's width is the action count
+    num_actions = int((sidecar or {}).get("num_actions", parsed["layers"][-1][0].shape[0]))
     net = build_rsl_rl_actor(parsed, activation=act, num_actions=num_actions, distribution=dist)
-    parsed["activation"] = act
+    parsed["activation"], parsed["num_actions"] = act, num_actions
     parsed["iter"] = ckpt.get("iter")
     return net, parsed, sidecar
