@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, ev in summary["final_eval"].items():
         if name != held_out:
             print(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
+    plots = ["training.png"] + (["flights.png"] if summary["environment"]["backend"] == "embedded" else [])
     print(f"outputs in {cfg.log_dir}: best_actor.h5 (rl-tools), best_actor.pt, summary.json, TensorBoard events"
-          + (", training.png" if cfg.plots else "") + (", flights.png" if cfg.plots and summary["environment"]["backend"] == "embedded" else ""))
+          + ("".join(f", {name}" for name in plots) if cfg.plots else ""))
     return 0
 
 

@@ -27,7 +27,7 @@ import torch
 from tensordict import TensorDict
 
 from eyas.distill.dataset import DistillationError, EpisodeDataset
-from eyas.envs.isaaclab_task import IsaacLabEpisodes
+from eyas.envs.isaaclab_task import IsaacLabEpisodes, IsaacLabTask
 
 
 # ---------------------------------------------------------------------------------------------- teachers
@@ -247,7 +247,7 @@ def episode_env(teachers: Sequence, first: int, count: int, per_teacher: int, en
                 device: torch.device | str):
     """Rows for ``count * per_teacher`` new episodes: the embedded env on each teacher's dynamics, or the first rows
     of an Isaac Lab task (`eyas.envs.isaaclab_task.IsaacLabTask`), which draws its own dynamics."""
-    if hasattr(env_cfg, "episodes"):
+    if isinstance(env_cfg, IsaacLabTask):
         return env_cfg.episodes(count * per_teacher)
     params = episode_params(teachers, first, count, per_teacher, env_cfg, generator)
     return make_env(env_cfg, params, draw_seed(generator), device)
