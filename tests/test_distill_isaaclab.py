@@ -24,7 +24,8 @@ def standin(monkeypatch):
 
     monkeypatch.syspath_prepend(str(STANDIN))
     yield
-    for name in [m for m in sys.modules if m.split(".")[0] in ("isaaclab", "isaaclab_tasks", "isaaclab_rl")]:
+    for name in [m for m in sys.modules
+                 if m.split(".")[0] in ("isaaclab", "isaaclab_tasks", "isaaclab_rl", "quadcopter_ext")]:
         del sys.modules[name]
     gym.registry.pop(TASK, None)
 
@@ -86,8 +87,28 @@ def test_task_resolution(standin, monkeypatch):
     assert is_embedded(resolve_task(TASK_ID)), "Isaac Lab does not register eyas' task: the embedded env"
     assert isinstance(resolve_task(TASK_ID, "isaaclab"), IsaacLabTask)
     assert is_embedded(resolve_task(TASK_ID, "embedded"))
-    with pytest.raises(DistillationError, match="do not register it"):
+    with pytest.raises(DistillationError, match="not registered by isaaclab_tasks; add its package"):
         resolve_task("Isaac-Nothing-v0")
+
+
+def test_task_registered_by_an_extension_package(standin):
+    """The seed's id, registered by a user's Isaac Lab extension: Isaac Lab once that package is named."""
+    import gymnasium as gym
+
+    from eyas.distill.runner import TASK_ID, is_embedded, resolve_task
+    from eyas.envs.isaaclab_task import IsaacLabTask
+
+    assert is_embedded(resolve_task(TASK_ID)), "isaaclab_tasks alone does not register it"
+    task = resolve_task(TASK_ID, num_envs=4, packages=["isaaclab_tasks", "quadcopter_ext"])
+    assert isinstance(task, IsaacLabTask) and task.packages == ("isaaclab_tasks", "quadcopter_ext")
+    eyas_spec = gym.registry[TASK_ID]
+    try:
+        with pytest.warns(UserWarning, match="Overriding environment"):  # over eyas' own registration of the id
+            rows = task.episodes(4)
+        assert gym.registry[TASK_ID].entry_point == "isaaclab_tasks.quadcopter:QuadcopterDistillEnv"
+        assert rows.num_obs == 22
+    finally:
+        gym.registry[TASK_ID] = eyas_spec  # the tests that follow use the embedded env
 
 
 def test_task_resolution_without_isaaclab():

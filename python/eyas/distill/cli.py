@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=TASK_ID, help="environment id (the embedded env unless Isaac Lab provides it)")
     p.add_argument("--env_backend", choices=("auto", "embedded", "isaaclab"), default=d.env_backend,
                    help="auto: Isaac Lab when it is installed and registers --task, else the embedded l2f env")
+    p.add_argument("--isaaclab_packages", nargs="+", default=d.isaaclab_packages, metavar="PACKAGE",
+                   help="packages that register Isaac Lab tasks (imported once the simulator runs): isaaclab_tasks "
+                        "plus your extension's, e.g. my_extension.tasks")
     p.add_argument("--teacher_checkpoint", nargs="+", default=None, metavar="PATH", required=False,
                    help="teacher file(s) (.pt rsl_rl / .h5 rl-tools), teacher run directories, or a directory of "
                         "teachers (one teacher per dynamics set, as RAPTOR)")

@@ -52,6 +52,7 @@ class DistillConfig:
     teacher_checkpoint: list[str] = field(default_factory=list)
     task: str = TASK_ID
     env_backend: str = "auto"  # auto | embedded | isaaclab (see resolve_task)
+    isaaclab_packages: list[str] = field(default_factory=lambda: ["isaaclab_tasks"])  # they register Isaac Lab tasks
     num_envs: int = 1024  # environment rows flown in parallel during collection and offset estimation
     n_epochs: int = 1000  # N_EPOCH
     num_episodes: int = 10  # NUM_EPISODES per teacher and epoch
@@ -97,9 +98,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, device="cpu", seed: int = 0):
-    """The environment of ``task``: an `IsaacLabTask` when Isaac Lab is installed and registers that id (or
-    ``backend="isaaclab"``), else the embedded l2f env (`PointControlEnvCfg`) for Isaac-Quadcopter-Point-Ctrl-v0."""
+def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, device="cpu", seed: int = 0,
+                 packages=("isaaclab_tasks",)):
+    """The environment of ``task``: an `IsaacLabTask` when Isaac Lab is installed and one of the task ``packages``
+    registers that id (or ``backend="isaaclab"``), else the embedded l2f env (`PointControlEnvCfg`) for
+    Isaac-Quadcopter-Point-Ctrl-v0."""
     from eyas.envs import PointControlEnvCfg
     from eyas.envs.isaaclab_task import IsaacLabTask, isaaclab_installed, isaaclab_registers
 
@@ -109,11 +112,12 @@ def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, devi
     if backend == "isaaclab" and not installed:
         raise DistillationError("--env_backend isaaclab: Isaac Lab is not installed (packages isaaclab, "
                                 "isaaclab_tasks, isaaclab_rl)")
-    if backend == "isaaclab" or (backend == "auto" and installed and isaaclab_registers(task)):
-        return IsaacLabTask(task, num_envs=int(num_envs), device=str(device), seed=int(seed))
+    packages = tuple(packages)
+    if backend == "isaaclab" or (backend == "auto" and installed and isaaclab_registers(task, packages)):
+        return IsaacLabTask(task, num_envs=int(num_envs), device=str(device), seed=int(seed), packages=packages)
     if task != TASK_ID:
         why = ("Isaac Lab is not installed" if not installed else
-               "the installed isaaclab_tasks do not register it; --env_backend isaaclab skips this check")
+               f"not registered by {', '.join(packages)}; add its package with --isaaclab_packages")
         raise DistillationError(f"unknown --task {task!r} ({why}); the embedded env is {TASK_ID!r}")
     return PointControlEnvCfg()
 
@@ -332,7 +336,8 @@ class DistillationRunner:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.device = resolve_device(cfg.device)
-        self.env_cfg = resolve_task(cfg.task, cfg.env_backend, num_envs=cfg.num_envs, device=self.device, seed=cfg.seed)
+        self.env_cfg = resolve_task(cfg.task, cfg.env_backend, num_envs=cfg.num_envs, device=self.device, seed=cfg.seed,
+                                    packages=cfg.isaaclab_packages)
         self.embedded = is_embedded(self.env_cfg)
         if resume:
             state_path = self.log_dir / "state.pt"
@@ -436,8 +441,8 @@ class DistillationRunner:
                                      indent=1, default=_json_default), self.log_dir / "history.json")
 
     # settings a resumed run must share with the run it continues (others, e.g. n_epochs or device, may change)
-    RESUME_FIXED = ("task", "env_backend", "num_episodes", "batch_size", "sequence_length", "learning_rate", "epoch_teacher_forcing",
-                    "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
+    RESUME_FIXED = ("task", "env_backend", "num_episodes", "batch_size", "sequence_length", "learning_rate",
+                    "epoch_teacher_forcing", "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
                     "hidden_dim", "gradient_mode", "init_student", "seed", "max_dataset_steps")
 
     def _load_state(self) -> int:

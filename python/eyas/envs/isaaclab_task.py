@@ -16,9 +16,13 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tensordict import TensorDict
+
+
+TASK_PACKAGES = ("isaaclab_tasks",)  # imported after the app starts; they register the tasks
 
 
 class IsaacLabError(RuntimeError):
@@ -30,21 +34,24 @@ def isaaclab_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("isaaclab", "isaaclab_tasks", "isaaclab_rl"))
 
 
-def isaaclab_registers(task: str) -> bool:
-    """True if the installed `isaaclab_tasks` sources register ``task`` (``id="task"`` in a ``gym.register`` call).
+def isaaclab_registers(task: str, packages: Sequence[str] = TASK_PACKAGES) -> bool:
+    """True if the sources of ``packages`` (Isaac Lab's `isaaclab_tasks`, extension packages) register ``task``
+    (``id="task"`` in a package ``__init__.py``, where Isaac Lab tasks call ``gym.register``).
 
     Reading the sources answers without starting Isaac Sim, which importing the tasks would need."""
-    spec = importlib.util.find_spec("isaaclab_tasks")
-    if spec is None or not spec.submodule_search_locations:
-        return False
     pattern = re.compile(r"""id\s*=\s*["']""" + re.escape(task) + r"""["']""")
-    for root in spec.submodule_search_locations:
-        for path in Path(root).rglob("__init__.py"):
-            try:
-                if pattern.search(path.read_text(errors="ignore")):
-                    return True
-            except OSError:
-                continue
+    for package in packages:
+        try:  # a dotted name imports its parent package, which may need the simulator
+            spec = importlib.util.find_spec(package)
+        except Exception:  # noqa: BLE001 - undetectable here; --env_backend isaaclab still works
+            spec = None
+        for root in (spec.submodule_search_locations or []) if spec is not None else []:
+            for path in Path(root).rglob("__init__.py"):
+                try:
+                    if pattern.search(path.read_text(errors="ignore")):
+                        return True
+                except OSError:
+                    continue
     return False
 
 
@@ -52,8 +59,9 @@ def _isaac_device(device: torch.device) -> str:
     return f"cuda:{device.index or 0}" if device.type == "cuda" else str(device)
 
 
-def launch(task: str, *, num_envs: int, device: torch.device | str, seed: int):
-    """Start Isaac Sim headless and return the task as Isaac Lab's `RslRlVecEnvWrapper` with ``num_envs`` rows."""
+def launch(task: str, *, num_envs: int, device: torch.device | str, seed: int, packages: Sequence[str] = TASK_PACKAGES):
+    """Start Isaac Sim headless, import the task ``packages`` (they register their tasks) and return ``task`` as
+    Isaac Lab's `RslRlVecEnvWrapper` with ``num_envs`` rows."""
     device = _isaac_device(torch.device(device))
     try:
         from isaaclab.app import AppLauncher
@@ -62,12 +70,16 @@ def launch(task: str, *, num_envs: int, device: torch.device | str, seed: int):
     AppLauncher(headless=True, device=device)  # must run before the task modules are imported
     import gymnasium as gym
 
-    import isaaclab_tasks  # noqa: F401  (registers the tasks)
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except ImportError as e:
+            raise IsaacLabError(f"cannot import the task package {package!r}: {e}") from e
     from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
     from isaaclab_tasks.utils import parse_env_cfg
 
     if task not in gym.registry:
-        raise IsaacLabError(f"--task {task!r} is not registered by Isaac Lab")
+        raise IsaacLabError(f"--task {task!r} is not registered by {', '.join(packages)}")
     env_cfg = parse_env_cfg(task, device=device, num_envs=num_envs)
     env_cfg.seed = int(seed)
     return RslRlVecEnvWrapper(gym.make(task, cfg=env_cfg))
@@ -81,12 +93,14 @@ class IsaacLabTask:
     num_envs: int
     device: str = "cpu"
     seed: int = 0
+    packages: tuple[str, ...] = TASK_PACKAGES
     _env: object = field(default=None, repr=False)
 
     @property
     def env(self):
         if self._env is None:
-            self._env = launch(self.task, num_envs=self.num_envs, device=self.device, seed=self.seed)
+            self._env = launch(self.task, num_envs=self.num_envs, device=self.device, seed=self.seed,
+                               packages=self.packages)
         return self._env
 
     def episodes(self, rows: int) -> "IsaacLabEpisodes":
