@@ -7,6 +7,16 @@ import torch
 from eyas.envs import PointControlEnv, PointControlEnvCfg
 
 
+def register(id: str, package: str) -> None:  # noqa: A002 - gym.register's keyword
+    """Register the task as ``id`` (each package spells out ``id="..."`` in its __init__.py, as Isaac Lab's do)."""
+    from isaaclab.app import launches
+
+    if not launches:  # Isaac Lab's task modules need the running simulation app
+        raise ImportError(f"{package} imported before isaaclab.app.AppLauncher started the simulation app")
+    gym.register(id=id, entry_point="isaaclab_tasks.quadcopter:QuadcopterDistillEnv", disable_env_checker=True,
+                 kwargs={"env_cfg_entry_point": "isaaclab_tasks.quadcopter:QuadcopterDistillEnvCfg"})
+
+
 @dataclass
 class SimCfg:
     device: str = "cuda:0"
