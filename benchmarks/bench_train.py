@@ -5,7 +5,10 @@
     `train_steps_loaded` (C++ only); sample-steps/s = 500 * 64 / step time; plus the step's parity numbers;
 (b) one epoch of `eyas distill` with the given teachers (or synthetic teachers): collection (DAgger with an untrained
     student, whose episodes are short, and teacher forcing), the training pass over rl-tools' batches of the
-    teacher-forcing data, evaluation.
+    teacher-forcing data, evaluation;
+(c) one APG step (`eyas distill --apg_iterations`, `eyas.distill.apg`: fly --apg_envs episodes for --apg_horizon steps
+    through the differentiable simulator, backward, Adam) with the same teachers and student; its sample-steps/s
+    against (a)'s imitation step (each APG sample-step also simulates the quadrotor and queries the teacher).
 
     python benchmarks/bench_train.py [--teachers fixtures/teachers | foundation_policy] [--threads 1] [--device cpu]
                                      [--batch_size 64 --sequence_length 500] [--json out.json]
@@ -133,7 +136,26 @@ def bench_epoch(args, device: torch.device) -> dict:
     if result["num_batches"]:
         out["raptor_scale_epoch_s_estimate"] = (5e6 / out["collect_dagger_env_steps_per_s"]
                                                 + 5e6 / out["train_sample_steps_per_s"])
+    out["_bank"], out["_student"] = bank, student
     return out
+
+
+def bench_apg(args, bank, student, device: torch.device) -> dict:
+    import copy
+
+    from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
+    from eyas.envs import PointControlEnvCfg
+
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    apg = AnalyticPolicyGradient(copy.deepcopy(student), bank, PointControlEnvCfg(),
+                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon),
+                                 generator=torch.Generator().manual_seed(2), device=device)
+    steps = []
+    t = timeit(lambda: steps.append(apg.update()), args.repeat, 1, sync)
+    # rows that end early stop costing: count the sample-steps actually flown
+    return {"apg_step_s": t, "envs": args.apg_envs, "horizon": args.apg_horizon,
+            "apg_sample_steps_per_s_upper": args.apg_envs * args.apg_horizon / t,
+            "ended_within_horizon": sum(s["terminated"] for s in steps) / len(steps)}
 
 
 def main() -> None:
@@ -151,6 +173,8 @@ def main() -> None:
     p.add_argument("--eval_episodes", type=int, default=100)
     p.add_argument("--eval_registry_episodes", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--apg_envs", type=int, default=256)
+    p.add_argument("--apg_horizon", type=int, default=200)
     p.add_argument("--skip_step", action="store_true", help="skip (a), e.g. without the bridge")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
@@ -170,6 +194,7 @@ def main() -> None:
               f"{s['parity_first_step']['abs_loss_diff']:.1e}, max rel param diff {s['parity_first_step']['max_rel_param_diff']:.1e}")
     results["epoch"] = bench_epoch(args, device)
     e = results["epoch"]
+    bank, student = e.pop("_bank"), e.pop("_student")
     print(f"(b) epoch, {e['teachers']} teachers x {e['num_episodes']} episodes ({e['dataset_steps']} steps): "
           f"collect teacher-forcing {e['collect_teacher_forcing_s']:.1f} s, DAgger {e['collect_dagger_s']:.1f} s "
           f"({e['collect_dagger_env_steps_per_s']:.0f} env-steps/s), train {e['train_s']:.1f} s "
@@ -177,6 +202,13 @@ def main() -> None:
           f"eval {e['eval_s']:.1f} s -> DAgger epoch {e['epoch_dagger_s']:.1f} s"
           + (f"; rl-tools-scale epoch (5e6 steps) ~{e['raptor_scale_epoch_s_estimate']:.0f} s"
              if "raptor_scale_epoch_s_estimate" in e else ""))
+    results["apg"] = bench_apg(args, bank, student, device)
+    a = results["apg"]
+    print(f"(c) APG step, {a['envs']} episodes x {a['horizon']} steps: {a['apg_step_s']:.2f} s "
+          f"(<= {a['apg_sample_steps_per_s_upper']:.0f} sample-steps/s; {100 * a['ended_within_horizon']:.0f} % of the "
+          f"episodes ended within the horizon)"
+          + (f"; per sample-step {a['apg_step_s'] / (a['envs'] * a['horizon']) / (results['step']['torch_step_s'] / 32000):.0f}x"
+             f" an imitation step's (a)" if "step" in results else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -184,3 +184,14 @@ def test_teacher_labels_are_not_clipped_on_isaaclab_tasks(standin, tmp_path):
 
     assert runner(TASK).bank.teachers[0].action_clip is None
     assert runner("Isaac-Quadcopter-Point-Ctrl-v0").bank.teachers[0].action_clip == 1.0
+
+
+def test_apg_refused_on_isaaclab_task(tmp_path):
+    """APG differentiates through the embedded simulator; an Isaac Lab task gives one error line."""
+    proc, _ = distill(tmp_path, "--teacher_checkpoint", PRIVILEGED, "--num_envs", 16, "--n_epochs", 1,
+                      "--num_episodes", 8, "--offset_episodes", 8, "--batch_size", 2, "--sequence_length", 50,
+                      "--apg_iterations", 10)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    assert "--apg_iterations needs the embedded l2f env" in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -31,6 +31,21 @@ def _add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help_te
     parser.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
+APG_FLAGS = {  # --apg_<name>: DistillConfig.apg_<name>
+    "iterations": "APG steps after the distillation epochs (0: rl-tools' algorithm only)",
+    "envs": "episodes flown per APG step",
+    "horizon": "steps differentiated per episode",
+    "learning_rate": "Adam step size of APG",
+    "imitation_weight": "weight of the teacher-imitation term in the APG loss",
+    "barrier_weight": "weight of the barrier before the termination thresholds",
+    "barrier_start": "share of each termination threshold where the barrier starts",
+    "tilt_weight": "weight of the tilt cost 1 - R_zz",
+    "grad_clip": "gradient-norm clip",
+    "eval_every": "evaluate (and select the best actor) every N APG steps",
+    "eval_episodes": "randomised-dynamics episodes per APG evaluation (plus --eval_registry_episodes per model)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DistillConfig()
     p = argparse.ArgumentParser(prog="eyas distill", description=__doc__.split("\n\n")[0],
@@ -84,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --log_dir from its last complete epoch")
     _add_bool(p, "plots", d.plots, "write training.png and flights.png at the end")
     p.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g = p.add_argument_group("APG fine-tuning (not rl-tools: after the epochs, backpropagate flights through the "
+                             "differentiable simulator; docs/distillation.md)")
+    for name, text in APG_FLAGS.items():
+        default = getattr(d, f"apg_{name}")
+        g.add_argument(f"--apg_{name}", type=type(default), default=default, help=text)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -152,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     if ref:
         print(f"  teacher(s) on the same held-out set: mean return {ref['return_mean']:.1f}, "
               f"terminated {100 * ref['share_terminated']:.2f}%")
+    apg = summary.get("apg")
+    if apg:
+        before = apg["distilled_actor_final_eval"][held_out]
+        print(f"  before APG (rl-tools' algorithm, epoch {summary['best_epoch']}): mean return "
+              f"{before['return_mean']:.1f}, terminated {100 * before['share_terminated']:.2f}%; APG chose iteration "
+              f"{apg['best_iteration']} of {apg['iterations']}")
     for name, ev in summary["final_eval"].items():
         if name != held_out:
             print(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
     plots = ["training.png"] + (["flights.png"] if summary["environment"]["backend"] == "embedded" else [])
-    print(f"outputs in {cfg.log_dir}: best_actor.h5 (rl-tools), best_actor.pt, summary.json, TensorBoard events"
+    print(f"outputs in {cfg.log_dir}: best_actor.h5 (rl-tools), best_actor.pt, "
+          + ("distilled_actor.h5, " if apg else "") + "summary.json, TensorBoard events"
           + ("".join(f", {name}" for name in plots) if cfg.plots else ""))
     return 0
 

@@ -51,8 +51,9 @@ def plot_training(log_dir: Path) -> Path:
     coll_term = np.array([r["evaluation"]["share_terminated"] for r in rows])
     ev_rows = [r for r in rows if "eval" in r]
     ev_epochs = np.array([r["epoch"] for r in ev_rows])
+    apg = history.get("apg") or []
 
-    fig, ax = plt.subplots(2, 2, figsize=(13, 8.5))
+    fig, ax = plt.subplots(3 if apg else 2, 2, figsize=(13, 12.5 if apg else 8.5))
     a = ax[0, 0]
     if loss.size:
         a.plot(np.arange(1, loss.size + 1), loss, lw=0.6, alpha=0.5, label="per gradient step")
@@ -101,11 +102,47 @@ def plot_training(log_dir: Path) -> Path:
     else:
         a.text(0.5, 0.5, "no per-epoch registry evaluation\n(--eval_registry_episodes 0)", ha="center", va="center",
                transform=a.transAxes)
+    if apg:
+        _plot_apg(ax[2], apg, teacher)
     fig.suptitle(f"eyas distill: {log_dir.name}")
     fig.tight_layout()
     out = _save(fig, log_dir / "training.png")
     plt.close(fig)
     return out
+
+
+def _plot_apg(ax, rows: list[dict], teacher: dict) -> None:
+    """APG phase: its loss parts per evaluation window, and the evaluations (return, share terminated)."""
+    it = np.array([r["iteration"] for r in rows])
+    trained = [r for r in rows if r["cost"] is not None]
+    a = ax[0]
+    if trained:
+        t_it = np.array([r["iteration"] for r in trained])
+        a.plot(t_it, [r["cost"] for r in trained], "o-", ms=3, label="cost (position, action change, tilt, barrier)")
+        a.plot(t_it, [r["imitation"] for r in trained], "o-", ms=3, label="imitation MSE")
+        a.set_yscale("log")
+        b = a.twinx()
+        b.plot(t_it, [100 * r["terminated"] for r in trained], "s--", ms=3, color="tab:red", label="ended within horizon")
+        b.set_ylabel("episodes ended within the horizon [%]")
+        b.legend(fontsize=8, loc="upper right")
+    a.set_xlabel("APG iteration")
+    a.set_ylabel("loss parts (mean per step)")
+    a.set_title("APG fine-tuning: training flights")
+    a.legend(fontsize=8, loc="upper left")
+    a = ax[1]
+    held = [r["eval"]["randomized"] for r in rows]
+    a.plot(it, [e["return_mean"] for e in held], "o-", ms=3, color="tab:red",
+           label=f"return, randomised dynamics ({held[0]['episodes']} episodes)")
+    a.axhline(0.9 * teacher["return_mean"], color="gray", ls=":", lw=1, label="90 % of teachers' return")
+    a.set_xlabel("APG iteration (0: the distilled actor)")
+    a.set_ylabel("mean return")
+    a.set_title("APG fine-tuning: evaluations")
+    a.legend(fontsize=8, loc="lower left")
+    b = a.twinx()
+    b.plot(it, [100 * e["share_terminated"] for e in held], "s--", ms=3, color="tab:purple", label="terminated")
+    b.axhline(100 * teacher["share_terminated"], color="k", ls="--", lw=1, label="teachers terminated")
+    b.set_ylabel("terminated episodes [%]")
+    b.legend(fontsize=8, loc="upper right")
 
 
 def plot_flights(log_dir: Path) -> Path:

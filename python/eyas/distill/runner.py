@@ -10,6 +10,9 @@
             4. one pass over the dataset in rl-tools' batches (shuffled episodes packed into batch_size rows of
                sequence_length steps): MSE, rl-tools' Adam
             5. checkpoint (PyTorch + rl-tools HDF5), evaluate on held-out randomised dynamics and registry models
+    apg     optional (``apg_iterations`` > 0, not rl-tools): fine-tune the best actor by backpropagating flights
+            through the differentiable simulator (`eyas.distill.apg`), evaluating every ``apg_eval_every`` steps;
+            the best evaluation return becomes the best actor
     end     save the best actor; evaluate it; plots
 
 Everything random comes from one CPU `torch.Generator` (saved with each epoch), so `resume` continues a run as if it
@@ -38,6 +41,7 @@ from eyas.distill.collect import (
     load_teachers,
     teacher_label,
 )
+from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
 from eyas.distill.dataset import DistillationError, EpisodeDataset
 from eyas.distill.trainer import Distillation
 from eyas.model import StudentPolicy
@@ -81,6 +85,21 @@ class DistillConfig:
     log_dir: str = "runs/distill"
     plots: bool = True
     num_threads: int | None = None
+    # APG fine-tuning after the epochs (eyas.distill.apg; not rl-tools): 0 iterations = rl-tools' algorithm only
+    apg_iterations: int = APGConfig.iterations
+    apg_envs: int = APGConfig.envs
+    apg_horizon: int = APGConfig.horizon
+    apg_learning_rate: float = APGConfig.learning_rate
+    apg_imitation_weight: float = APGConfig.imitation_weight
+    apg_barrier_weight: float = APGConfig.barrier_weight
+    apg_barrier_start: float = APGConfig.barrier_start
+    apg_tilt_weight: float = APGConfig.tilt_weight
+    apg_grad_clip: float = APGConfig.grad_clip
+    apg_eval_every: int = APGConfig.eval_every
+    apg_eval_episodes: int = 256  # randomised episodes per APG evaluation (best-actor selection)
+
+    def apg(self) -> APGConfig:
+        return APGConfig(**{f.name: getattr(self, f"apg_{f.name}") for f in dataclasses.fields(APGConfig)})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -363,6 +382,10 @@ class DistillationRunner:
         check_teachers_against_env(teachers, probe)
         self.num_obs, self.num_actions = probe.num_obs, probe.num_actions
         self.max_episode_length = int(probe.max_episode_length)
+        cfg.apg().validate(self.max_episode_length)
+        if cfg.apg_iterations > 0 and not self.embedded:
+            raise DistillationError("--apg_iterations needs the embedded l2f env: APG differentiates through its "
+                                    "simulator, which an Isaac Lab task does not expose")
         self._check_batch_fits(len(teachers))
         self.init_weights = (load_init_student(cfg.init_student, self.num_obs, self.num_actions, cfg.hidden_dim)
                              if cfg.init_student else None)
@@ -385,6 +408,8 @@ class DistillationRunner:
         a, b = c.offset_window
         if not 0 <= a < b:
             raise DistillationError(f"offset window must satisfy 0 <= start < end, got {c.offset_window}")
+        if c.apg_eval_episodes < 1:
+            raise DistillationError(f"--apg_eval_episodes must be >= 1, got {c.apg_eval_episodes}")
 
     def _check_batch_fits(self, num_teachers: int) -> None:
         c = self.cfg
@@ -435,26 +460,40 @@ class DistillationRunner:
         }
         if not self.cfg.on_policy:
             state["dataset"] = self.dataset.state_dict()
+        if self.apg_state is not None:
+            state["apg"] = self.apg_state
         atomic_save(state, self.log_dir / "state.pt")
+        apg_history = self.apg_state["history"] if self.apg_state is not None else []
         atomic_write_text(json.dumps({"config": self.cfg.to_dict(), "teacher_eval": self.teacher_eval,
-                                      "offsets": self.offsets.tolist(), "history": self.history},
-                                     indent=1, default=_json_default), self.log_dir / "history.json")
+                                      "offsets": self.offsets.tolist(), "history": self.history,
+                                      "apg": apg_history}, indent=1, default=_json_default),
+                          self.log_dir / "history.json")
 
     # settings a resumed run must share with the run it continues (others, e.g. n_epochs or device, may change)
     RESUME_FIXED = ("task", "env_backend", "num_episodes", "batch_size", "sequence_length", "learning_rate",
                     "epoch_teacher_forcing", "on_policy", "shuffle", "position_offset_correction", "offset_episodes", "offset_window",
                     "hidden_dim", "gradient_mode", "init_student", "seed", "max_dataset_steps")
+    # ... and, once its APG phase has started, these
+    RESUME_FIXED_APG = ("n_epochs", "apg_envs", "apg_horizon", "apg_learning_rate", "apg_imitation_weight",
+                        "apg_barrier_weight", "apg_barrier_start", "apg_tilt_weight", "apg_grad_clip")
 
     def _load_state(self) -> int:
         state = torch.load(self.log_dir / "state.pt", map_location="cpu", weights_only=False)
         mine = self.cfg.to_dict()
         changed = [f"{k}: {state['config'].get(k)!r} -> {mine[k]!r}" for k in self.RESUME_FIXED
                    if state["config"].get(k) != mine[k]]
+        saved_apg = state.get("apg")
+        if saved_apg is not None:
+            changed += [f"{k}: {state['config'].get(k)!r} -> {mine[k]!r} (the run is in its APG phase)"
+                        for k in self.RESUME_FIXED_APG if state["config"].get(k) != mine[k]]
         if changed:
             raise DistillationError(f"--resume: settings differ from the run in {self.log_dir}: " + "; ".join(changed))
-        if int(state["epoch"]) + 1 >= self.cfg.n_epochs:
-            raise DistillationError(f"--resume: the run in {self.log_dir} already finished epoch {state['epoch']}; "
-                                    f"raise --n_epochs (now {self.cfg.n_epochs}) to continue it")
+        apg_done = saved_apg["trainer"]["iteration"] if saved_apg is not None else 0
+        if int(state["epoch"]) + 1 >= self.cfg.n_epochs and apg_done >= self.cfg.apg_iterations:
+            raise DistillationError(f"--resume: the run in {self.log_dir} already finished epoch {state['epoch']}"
+                                    + (f" and {apg_done} APG iterations" if apg_done else "")
+                                    + f"; raise --n_epochs (now {self.cfg.n_epochs}) or --apg_iterations "
+                                      f"(now {self.cfg.apg_iterations}) to continue it")
         saved_sources = state.get("teachers", [])
         sources = [getattr(t, "source", "") for t in self.bank.teachers]
         if saved_sources != sources:
@@ -469,6 +508,8 @@ class DistillationRunner:
         self.offsets, self.teacher_eval = state["offsets"], state["teacher_eval"]
         if "dataset" in state:
             self.dataset.load_state_dict(state["dataset"])
+        if saved_apg is not None:
+            self.apg_state = saved_apg
         return int(state["epoch"]) + 1
 
     # ------------------------------------------------------------------ checkpoints
@@ -497,6 +538,7 @@ class DistillationRunner:
         self.dataset = self._dataset()
         self.best = {"return": None, "epoch": None, "student": None}
         self.history, self.loss_steps = [], []
+        self.apg_state = None  # the APG phase: {"trainer", "start", "best", "history"}
         if self.resume:
             start_epoch = self._load_state()
         else:
@@ -605,8 +647,82 @@ class DistillationRunner:
                        + f" | {row['collect_s']:.1f}s collect {row['train_s']:.1f}s train {row.get('eval_s', 0):.1f}s eval",
                        file=None)
         bar.close()
+        if c.apg_iterations > 0:
+            self._run_apg(writer)
         writer.close()
         return self._finish(evaluator)
+
+    def _distilled_actor(self) -> tuple[dict, int, str]:
+        """Weights, epoch and selection rule of rl-tools' best actor (the student of the best DAgger collection)."""
+        if self.best["student"] is not None:
+            return self.best["student"], self.best["epoch"], "best collection return"
+        # only teacher-forcing epochs ran: no student was ever flown, keep the last one
+        return self.trainer.student.state_dict(), len(self.history) - 1, "last (no DAgger epoch ran)"
+
+    def _run_apg(self, writer) -> None:
+        """APG fine-tuning of the distilled best actor (`eyas.distill.apg`), evaluated every ``apg_eval_every``
+        iterations on fixed randomised dynamics and registry models; the best evaluation return is kept."""
+        from tqdm import tqdm
+
+        c = self.cfg
+        evaluator = Evaluator(self.env_cfg, randomized=c.apg_eval_episodes, per_model=c.eval_registry_episodes,
+                              models=self.eval_models, seed=c.seed + 1_000_003, device=self.device)
+        student = self._new_student()
+        apg = AnalyticPolicyGradient(student, self.bank, self.env_cfg, c.apg(), generator=self.generator,
+                                     device=self.device)
+        if self.apg_state is None:
+            start = {k: v.detach().clone() for k, v in self._distilled_actor()[0].items()}
+            student.load_state_dict(start)
+            student.eval()
+            first = self._apg_row(0, evaluator(student), {}, 0.0)
+            self.apg_state = {"start": start, "history": [first],
+                              "best": {"iteration": 0, "return": first["eval"][evaluator.held_out]["return_mean"],
+                                       "student": start}}
+        else:
+            apg.load_state_dict(self.apg_state["trainer"])
+        bar = tqdm(range(apg.iteration, c.apg_iterations), initial=apg.iteration, total=c.apg_iterations, desc="apg",
+                   disable=True if not self.progress else None, dynamic_ncols=True)
+        t0, window = time.perf_counter(), []
+        for _ in bar:
+            stats = apg.update()
+            window.append(stats)
+            for key in ("loss", "cost", "imitation", "terminated", "grad_norm"):
+                writer.add_scalar(f"apg/{key}", stats[key], apg.iteration)
+            bar.set_postfix(cost=f"{stats['cost']:.3f}", ended=f"{100 * stats['terminated']:.1f}%")
+            if apg.iteration % c.apg_eval_every and apg.iteration < c.apg_iterations:
+                continue
+            train_s = time.perf_counter() - t0
+            student.eval()
+            t1 = time.perf_counter()
+            row = self._apg_row(apg.iteration, evaluator(student), window, train_s, time.perf_counter() - t1)
+            window, t0 = [], time.perf_counter()
+            for name, ev in row["eval"].items():
+                writer.add_scalar(f"apg/{name}/return/mean", ev["return_mean"], apg.iteration)
+                writer.add_scalar(f"apg/{name}/share_terminated", ev["share_terminated"], apg.iteration)
+            held_out = row["eval"][evaluator.held_out]
+            if held_out["return_mean"] > self.apg_state["best"]["return"]:
+                self.apg_state["best"] = {"iteration": apg.iteration, "return": held_out["return_mean"],
+                                          "student": {k: v.detach().clone() for k, v in student.state_dict().items()}}
+            self._save_actor(student, self.log_dir / "checkpoints" / f"apg_{apg.iteration}", "actor",
+                             {"apg_iteration": apg.iteration})
+            self.apg_state["history"].append(row)
+            self.apg_state["trainer"] = apg.state_dict()
+            self._save_state(len(self.history) - 1)
+            writer.flush()
+            tqdm.write(f"apg {apg.iteration:5d} cost {row['cost']:.4f} imitation {row['imitation']:.5f} "
+                       f"ended in horizon {100 * row['terminated']:4.1f}% | evaluation return "
+                       f"{held_out['return_mean']:7.1f} terminated {100 * held_out['share_terminated']:5.1f}% "
+                       f"({held_out['episodes']} episodes) | {row['train_s']:.1f}s train {row['eval_s']:.1f}s eval")
+        bar.close()
+        self.apg_student = student
+
+    @staticmethod
+    def _apg_row(iteration: int, evaluation: dict, window: list, train_s: float, eval_s: float = 0.0) -> dict:
+        """One row of the APG history: evaluation, and the mean training statistics since the previous row."""
+        mean = {k: (sum(w[k] for w in window) / len(window) if window else None)
+                for k in ("loss", "cost", "imitation", "terminated", "grad_norm")}
+        return {"iteration": iteration, "eval": evaluation, **mean, "train_s": train_s, "eval_s": eval_s,
+                "skipped": sum(bool(w.get("skipped")) for w in window)}
 
     def _evaluator(self, episodes: int, per_model: int, seed: int):
         if not self.embedded:
@@ -639,18 +755,34 @@ class DistillationRunner:
 
     def _finish(self, evaluator: Evaluator) -> dict:
         c = self.cfg
-        best = StudentPolicy(self.num_obs, self.num_actions, c.hidden_dim).to(self.device)
-        if self.best["student"] is not None:
-            best.load_state_dict(self.best["student"])
-            best_epoch, chosen = self.best["epoch"], "best collection return"
-        else:  # only teacher-forcing epochs ran: no student was ever flown, keep the last one
-            best.load_state_dict(self.trainer.student.state_dict())
-            best_epoch, chosen = len(self.history) - 1, "last (no DAgger epoch ran)"
-        best.eval()
+        weights, best_epoch, chosen = self._distilled_actor()
+        distilled = StudentPolicy(self.num_obs, self.num_actions, c.hidden_dim).to(self.device)
+        distilled.load_state_dict(weights)
+        distilled.eval()
         meta = {"epoch_chosen": best_epoch, "selection": chosen, "teachers": len(self.bank)}
-        self._save_actor(best, self.log_dir, "best_actor", meta)
-        self._save_actor(self.trainer.student, self.log_dir, "final_actor", {"epoch": len(self.history) - 1})
         final = self._evaluator(c.final_eval_episodes, max(c.eval_registry_episodes, 10), seed=c.seed + 2_000_029)
+        apg_summary = None
+        if self.apg_state is not None:  # the APG phase ran: its best evaluation is the best actor
+            best = StudentPolicy(self.num_obs, self.num_actions, c.hidden_dim).to(self.device)
+            best.load_state_dict(self.apg_state["best"]["student"])
+            best.eval()
+            self._save_actor(distilled, self.log_dir, "distilled_actor", meta)
+            apg_best = self.apg_state["best"]["iteration"]
+            meta = {**meta, "apg_iteration_chosen": apg_best,
+                    "selection": f"{chosen}, then APG: best evaluation return"}
+            chosen = meta["selection"]
+            rows = self.apg_state["history"]
+            apg_summary = {"iterations": rows[-1]["iteration"], "best_iteration": apg_best,
+                           "seconds": {"train_s": sum(r["train_s"] for r in rows),
+                                       "eval_s": sum(r["eval_s"] for r in rows)},
+                           "distilled_actor_final_eval": final(distilled)}
+            last = self.apg_student if getattr(self, "apg_student", None) is not None else best
+            final_meta = {"epoch": len(self.history) - 1, "apg_iteration": rows[-1]["iteration"]}
+        else:
+            best, last = distilled, self.trainer.student
+            final_meta = {"epoch": len(self.history) - 1}
+        self._save_actor(best, self.log_dir, "best_actor", meta)
+        self._save_actor(last, self.log_dir, "final_actor", final_meta)
         final_eval = final(best)
         # teachers trained over randomised dynamics can fly the same held-out set: the like-for-like reference
         privileged = [t for t in self.bank.teachers if getattr(t, "params", None) is None][:3]
@@ -678,6 +810,7 @@ class DistillationRunner:
                                     if held_out and teachers["return_mean"] else None),
             "gradient_steps": self.trainer.num_updates, "epochs": len(self.history),
             "seconds": {k: sum(r.get(k, 0.0) for r in self.history) for k in ("collect_s", "train_s", "eval_s")},
+            "apg": apg_summary,
         }
         summary["foundation_policy_check"] = _check_foundation_policy(self.log_dir / "best_actor.h5")
         atomic_write_text(json.dumps(summary, indent=1, default=_json_default), self.log_dir / "summary.json")

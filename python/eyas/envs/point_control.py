@@ -267,9 +267,6 @@ class PointControlEnv(VecEnv, gym.Env):
         return self.get_observations(), {}
 
     # --- observations ---------------------------------------------------------------------------------
-    def _noise_free_policy_layout(self) -> torch.Tensor:
-        return policy_observation(self.state, self.action_history, self.target)
-
     def _observation_noise(self) -> torch.Tensor | None:
         if not any(dataclasses.asdict(self.cfg.observation_noise).values()):
             return None
@@ -280,9 +277,14 @@ class PointControlEnv(VecEnv, gym.Env):
         return torch.nn.functional.pad(noise, (0, self.num_obs - 18))
 
     def get_observations(self) -> TensorDict:
+        return self.observe(self.state, self.action_history)
+
+    def observe(self, state: State, action_history: torch.Tensor) -> TensorDict:
+        """The observation groups of ``state`` with ``action_history`` (num_envs, H, 4) under this env's dynamics
+        parameters; differentiable in both (`eyas.distill.apg` flies the env's rows without `step`)."""
         limit = self.params.dynamics.action_limit
-        rotor_speeds = (self.state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
-        noise_free = self._noise_free_policy_layout()
+        rotor_speeds = (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
+        noise_free = policy_observation(state, action_history, self.target)
         noise = self._observation_noise()
         policy = noise_free if noise is None else noise_free + noise
         teacher = torch.cat([noise_free, rotor_speeds, self._dynamics_features], dim=-1)

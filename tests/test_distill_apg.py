@@ -1,0 +1,184 @@
+"""APG fine-tuning (`eyas.distill.apg`): it flies the env's own episodes, its gradient is the derivative of its
+loss, and `eyas distill --apg_iterations` runs, exports, selects and resumes like the distillation epochs."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from eyas import sim
+from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
+from eyas.distill.collect import TeacherBank, episode_env
+from eyas.distill.runner import DistillationRunner
+from eyas.envs import PointControlEnvCfg
+from eyas.model import StudentPolicy
+
+from test_distill_runner import _cfg, linear_teacher
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def teachers():
+    return [linear_teacher(2, None), linear_teacher(1, sim.model_params("crazyflie"))]
+
+
+def _apg(teachers, env_cfg=None, dtype=torch.float32, seed=5, **kw):
+    student = StudentPolicy(22, 4, generator=torch.Generator().manual_seed(0)).to(dtype)
+    cfg = APGConfig(**({"envs": 16, "horizon": 40} | kw))
+    return AnalyticPolicyGradient(student, TeacherBank(teachers), env_cfg or PointControlEnvCfg(), cfg,
+                                  generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("student", ["random", "raptor"])
+def test_apg_flies_the_episodes_the_env_flies(teachers, student):
+    """Same draws, same student: APG's differentiable flights equal `PointControlEnv.step`'s, step by step, and end
+    (terminate) at the same step. A random student crashes every episode, the released RAPTOR policy flies."""
+    apg = _apg(teachers[:1], horizon=120, envs=32)
+    if student == "raptor":
+        pytest.importorskip("foundation_policy")
+        from eyas import load_rltools_h5, raptor_checkpoint_path
+        apg.student = load_rltools_h5(raptor_checkpoint_path())
+    steps = list(apg.fly())
+    env = episode_env(teachers[:1], 0, 1, 32, PointControlEnvCfg(), torch.Generator().manual_seed(5), "cpu")
+    policy = apg.student
+    policy.reset(batch_size=32)
+    alive = torch.ones(32, dtype=torch.bool)
+    with torch.no_grad():
+        for t, step in enumerate(steps):
+            assert torch.equal(step.alive, alive), t
+            torch.testing.assert_close(step.state.position[alive], env.state.position[alive])
+            torch.testing.assert_close(step.state.rpm[alive], env.state.rpm[alive])
+            obs = env.get_observations()
+            torch.testing.assert_close(step.labels[alive], teachers[0].act_on(obs)[alive])
+            _, _, dones, extras = env.step(policy(obs["policy"]))
+            assert torch.equal(step.terminated, extras["terminated"] & alive), t
+            alive &= ~dones.bool()
+    running = int(alive.sum())
+    assert running == 0 if student == "random" else running >= 28, running
+
+
+def test_apg_gradient_is_the_derivative_of_its_loss():
+    """Float64: the directional derivative of the APG loss along a random parameter direction equals the central
+    finite difference (same episodes every call). Catches a graph cut anywhere (student, GRU, dynamics).
+
+    Teacher labels are targets (no gradient flows into them), so the check uses teachers with constant actions,
+    whose labels do not move with the student's states either."""
+    constant = [linear_teacher(2, None), linear_teacher(1, sim.model_params("crazyflie"))]
+    for t in constant:
+        t.net[0].weight.data.zero_()
+    env_cfg = PointControlEnvCfg(dtype="float64")
+    apg = _apg(constant, env_cfg, torch.float64, horizon=25, envs=8)
+    apg.student.gradient_mode = "exact"  # rl-tools' GRU gradients leave out the initial state's (docs/gradients.md)
+    start = apg.generator.get_state()
+
+    def loss():
+        apg.generator.set_state(start)
+        apg._next_teacher = 0
+        return apg.loss()[0]
+
+    params = [p for p in apg.student.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(1)
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+    value = loss()
+    grads = torch.autograd.grad(value, params, allow_unused=True)
+    analytic = sum(float((gr * d).sum()) for gr, d in zip(grads, direction) if gr is not None)
+    eps = 1e-6
+    with torch.no_grad():
+        for p, d in zip(params, direction):
+            p.add_(eps * d)
+        plus = float(loss())
+        for p, d in zip(params, direction):
+            p.sub_(2 * eps * d)
+        minus = float(loss())
+        for p, d in zip(params, direction):
+            p.add_(eps * d)
+    numeric = (plus - minus) / (2 * eps)
+    assert abs(analytic) > 1e-4
+    # central difference error O(eps^2 f''') plus round-off O(1e-16 f / eps): far below 1e-6 relative here
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+
+
+def test_apg_update_moves_the_student_and_reports(teachers):
+    apg = _apg(teachers, envs=8, horizon=20)
+    before = {k: v.clone() for k, v in apg.student.state_dict().items()}
+    stats = apg.update()
+    assert set(stats) >= {"loss", "cost", "imitation", "terminated", "grad_norm", "skipped"}
+    assert not stats["skipped"] and all(torch.isfinite(torch.tensor(stats[k])) for k in ("loss", "cost", "grad_norm"))
+    moved = [k for k, v in apg.student.state_dict().items() if not torch.equal(v, before[k])]
+    assert "output_layer.weight" in moved and "gru.weight_hh_l0" in moved and apg.iteration == 1
+    # rows cycle through the teachers: 2 teachers, 8 rows -> both every step, 4 episodes each
+    assert (apg.teachers_per_batch, apg.per_teacher) == (2, 4)
+
+
+def test_run_with_apg_phase(tmp_path, teachers):
+    cfg = _cfg(tmp_path, "apg", plots=True, apg_iterations=4, apg_eval_every=2, apg_envs=8, apg_horizon=20,
+               apg_eval_episodes=4)
+    summary = DistillationRunner(cfg, teachers=teachers, progress=False).run()
+    run = tmp_path / "apg"
+    for f in ("distilled_actor.h5", "best_actor.h5", "final_actor.h5", "checkpoints/apg_2/actor.h5",
+              "checkpoints/apg_4/actor.pt", "training.png"):
+        assert (run / f).is_file(), f
+    apg = summary["apg"]
+    assert apg["iterations"] == 4 and apg["best_iteration"] in (0, 2, 4)
+    assert "randomized" in apg["distilled_actor_final_eval"]
+    assert summary["foundation_policy_check"] == {"checked": True, "ok": True}
+    rows = json.loads((run / "history.json").read_text())["apg"]
+    assert [r["iteration"] for r in rows] == [0, 2, 4]
+    best_return = max(r["eval"]["randomized"]["return_mean"] for r in rows)
+    chosen = next(r for r in rows if r["iteration"] == apg["best_iteration"])
+    assert chosen["eval"]["randomized"]["return_mean"] == best_return
+    from eyas.rltools_h5 import load_rltools_h5
+    best = load_rltools_h5(run / "best_actor.h5").rltools_parameters()
+    source = "distilled_actor.h5" if apg["best_iteration"] == 0 else f"checkpoints/apg_{apg['best_iteration']}/actor.h5"
+    for k, v in load_rltools_h5(run / source).rltools_parameters().items():
+        assert torch.equal(v, best[k]), k
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = set(EventAccumulator(str(run)).Reload().Tags()["scalars"])
+    for tag in ("apg/loss", "apg/cost", "apg/imitation", "apg/terminated", "apg/randomized/return/mean"):
+        assert tag in tags, tag
+
+
+def test_resume_in_the_apg_phase_continues_exactly(tmp_path, teachers):
+    kw = dict(apg_eval_every=2, apg_envs=8, apg_horizon=20, apg_eval_episodes=4)
+    full = DistillationRunner(_cfg(tmp_path, "full", apg_iterations=4, **kw), teachers=teachers, progress=False)
+    full.run()
+    part = DistillationRunner(_cfg(tmp_path, "part", apg_iterations=2, **kw), teachers=teachers, progress=False)
+    part.run()
+    resumed = DistillationRunner(_cfg(tmp_path, "part", apg_iterations=4, **kw), teachers=teachers, resume=True,
+                                 progress=False)
+    resumed.run()
+    a, b = full.apg_student.state_dict(), resumed.apg_student.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["cost"] for r in full.apg_state["history"]] == [r["cost"] for r in resumed.apg_state["history"]]
+    with pytest.raises(Exception, match="already finished"):
+        DistillationRunner(_cfg(tmp_path, "part", apg_iterations=4, **kw), teachers=teachers, resume=True,
+                           progress=False).run()
+    with pytest.raises(Exception, match="APG phase"):
+        DistillationRunner(_cfg(tmp_path, "part", apg_iterations=6, **(kw | {"apg_horizon": 30})), teachers=teachers,
+                           resume=True, progress=False).run()
+
+
+@pytest.mark.parametrize("flag, value, message", [("--apg_horizon", 0, "--apg_horizon must be >= 1"),
+                                                  ("--apg_horizon", 501, "exceeds the episode length 500"),
+                                                  ("--apg_learning_rate", -1, "--apg_learning_rate must be a positive"),
+                                                  ("--apg_barrier_start", 1.5, "--apg_barrier_start must be in")])
+def test_bad_apg_settings(tmp_path, capsys, flag, value, message):
+    from test_distill_inputs import check_error, run, write_teacher
+
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", write_teacher(tmp_path / "t.h5"), "--apg_iterations", 5,
+                      flag, value)
+    check_error(capsys, rc, log_dir, message)
+
+
+def test_apg_settings_are_one_list():
+    """Every APGConfig field is a DistillConfig field apg_<name> with the same default and an --apg_<name> flag."""
+    from eyas.distill.cli import APG_FLAGS, build_parser
+    from eyas.distill.runner import DistillConfig
+
+    run_fields = {f.name[len("apg_"):] for f in dataclasses.fields(DistillConfig) if f.name.startswith("apg_")}
+    assert {f.name for f in dataclasses.fields(APGConfig)} <= run_fields == set(APG_FLAGS)
+    assert DistillConfig().apg() == APGConfig()
+    args = build_parser().parse_args(["--apg_horizon", "7", "--apg_barrier_start", "0.5"])
+    assert (args.apg_horizon, args.apg_barrier_start) == (7, 0.5)
