@@ -116,6 +116,17 @@ def test_time_outs_and_auto_reset():
     assert "/episode/length" in extras["log"] and extras["log"]["/episode/length"].item() == 5
 
 
+def test_step_leaves_the_callers_actions_alone():
+    """Episodes that end are reset inside `step`; the actions tensor the caller passed (and may have recorded)
+    keeps its values."""
+    env = make(num_envs=6, dynamics="crazyflie", max_episode_length=3)
+    for _ in range(3):
+        actions = torch.full((6, 4), 0.25)
+        _, _, dones, _ = env.step(actions)
+    assert dones.all()
+    assert bool((actions == 0.25).all())
+
+
 def test_termination_reward_and_extras():
     env = make(num_envs=4, dynamics="crazyflie")
     env.state.position[1] = torch.tensor([0.0, 0.0, 1.5])  # beyond the 1 m position threshold

@@ -321,7 +321,7 @@ class PointControlEnv(VecEnv, gym.Env):
 
         self.state = next_state
         self.action_history = torch.cat([actions[:, None], self.action_history[:, :-1]], dim=1)
-        self.last_action = actions
+        self.last_action = actions.clone()  # a copy: resets zero it in place, the caller's tensor stays as it was
         self.episode_length_buf += 1
         self.episode_return += rewards
         time_outs = (self.episode_length_buf >= self.max_episode_length) & ~terminated
