@@ -173,7 +173,7 @@ def main() -> None:
     p.add_argument("--eval_episodes", type=int, default=100)
     p.add_argument("--eval_registry_episodes", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--apg_envs", type=int, default=256)
+    p.add_argument("--apg_envs", type=int, default=1024)
     p.add_argument("--apg_horizon", type=int, default=200)
     p.add_argument("--skip_step", action="store_true", help="skip (a), e.g. without the bridge")
     p.add_argument("--json", default=None, help="also write the results here")

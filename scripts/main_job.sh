@@ -2,7 +2,8 @@
 # Set up (scripts/bootstrap.sh) and run the main job:
 #   1. parity of the released RAPTOR checkpoint against rl-tools' own C++ (a table of errors);
 #   2. a small but real distillation on the CPU: the committed privileged PPO teacher
-#      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm,
+#      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm, then
+#      50 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools),
 #      evaluated on held-out randomised dynamics and every registry model, exported to rl-tools HDF5
 #      (checked with foundation_policy), with TensorBoard logs and plots.
 # Usage: bash scripts/main_job.sh [RUN_DIR]   (default: runs/main_job-<date>)
@@ -16,7 +17,9 @@ echo "== 1/2 parity: released RAPTOR checkpoint, PyTorch vs rl-tools C++"
 .venv/bin/eyas parity "$CHECKPOINT"
 
 # rl-tools' algorithm at CPU scale (docs/distillation.md, "Small runs on a CPU"): one teacher instead of 1000,
-# so more episodes per epoch, an aggregating dataset, shorter sequences in wider batches, a larger step size.
+# so more episodes per epoch, an aggregating dataset, shorter sequences in wider batches, a larger step size;
+# then APG fine-tuning of rl-tools' best actor (docs/distillation.md, "APG fine-tuning"; distilled_actor.h5 is
+# rl-tools' result, best_actor.h5 the fine-tuned one).
 echo "== 2/2 distillation: fixtures/teachers/privileged -> RAPTOR student, log dir $RUN_DIR"
 .venv/bin/eyas distill \
   --teacher_checkpoint fixtures/teachers/privileged \
@@ -24,5 +27,6 @@ echo "== 2/2 distillation: fixtures/teachers/privileged -> RAPTOR student, log d
   --batch_size 256 --sequence_length 100 --learning_rate 1e-3 \
   --on_policy false --max_dataset_steps 400000 \
   --eval_every 10 --eval_episodes 64 --eval_registry_episodes 4 --final_eval_episodes 500 \
+  --apg_iterations 50 \
   --checkpoint_every 10 --num_threads 1 --seed 0 --log_dir "$RUN_DIR"
 echo "open $RUN_DIR/training.png and $RUN_DIR/flights.png; tensorboard --logdir $RUN_DIR"
