@@ -155,6 +155,12 @@ def test_resume_in_the_apg_phase_continues_exactly(tmp_path, teachers):
     with pytest.raises(Exception, match="already finished"):
         DistillationRunner(_cfg(tmp_path, "part", apg_iterations=4, **kw), teachers=teachers, resume=True,
                            progress=False).run()
+    # a finished run without APG can be fine-tuned later
+    plain = DistillationRunner(_cfg(tmp_path, "plain", **kw), teachers=teachers, progress=False)
+    plain.run()
+    later = DistillationRunner(_cfg(tmp_path, "plain", apg_iterations=2, **kw), teachers=teachers, resume=True,
+                               progress=False)
+    assert later.run()["apg"]["iterations"] == 2
     with pytest.raises(Exception, match="APG phase"):
         DistillationRunner(_cfg(tmp_path, "part", apg_iterations=6, **(kw | {"apg_horizon": 30})), teachers=teachers,
                            resume=True, progress=False).run()

@@ -538,7 +538,8 @@ class DistillationRunner:
         self.dataset = self._dataset()
         self.best = {"return": None, "epoch": None, "student": None}
         self.history, self.loss_steps = [], []
-        self.apg_state = None  # the APG phase: {"trainer", "start", "best", "history"}
+        self.apg_state = None  # the APG phase: {"trainer", "best", "history"}
+        self.apg_student = None
         if self.resume:
             start_epoch = self._load_state()
         else:
@@ -674,8 +675,8 @@ class DistillationRunner:
             start = {k: v.detach().clone() for k, v in self._distilled_actor()[0].items()}
             student.load_state_dict(start)
             student.eval()
-            first = self._apg_row(0, evaluator(student), {}, 0.0)
-            self.apg_state = {"start": start, "history": [first],
+            first = self._apg_row(0, evaluator(student), [], 0.0)
+            self.apg_state = {"history": [first],
                               "best": {"iteration": 0, "return": first["eval"][evaluator.held_out]["return_mean"],
                                        "student": start}}
         else:
@@ -776,7 +777,7 @@ class DistillationRunner:
                            "seconds": {"train_s": sum(r["train_s"] for r in rows),
                                        "eval_s": sum(r["eval_s"] for r in rows)},
                            "distilled_actor_final_eval": final(distilled)}
-            last = self.apg_student if getattr(self, "apg_student", None) is not None else best
+            last = self.apg_student
             final_meta = {"epoch": len(self.history) - 1, "apg_iteration": rows[-1]["iteration"]}
         else:
             best, last = distilled, self.trainer.student
