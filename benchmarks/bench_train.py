@@ -68,7 +68,8 @@ def bench_step(device: torch.device, repeat: int) -> dict:
                                   "max_rel_param_diff": worst}}
 
 
-def bench_epoch(args, device: torch.device) -> dict:
+def bench_epoch(args, device: torch.device) -> tuple[dict, object, object]:
+    """(b)'s figures, plus the teacher bank and student it flew (reused by (c))."""
     from eyas import sim
     from eyas.distill.collect import TeacherBank, collect, estimate_position_offsets
     from eyas.distill.dataset import EpisodeDataset
@@ -136,8 +137,7 @@ def bench_epoch(args, device: torch.device) -> dict:
     if result["num_batches"]:
         out["raptor_scale_epoch_s_estimate"] = (5e6 / out["collect_dagger_env_steps_per_s"]
                                                 + 5e6 / out["train_sample_steps_per_s"])
-    out["_bank"], out["_student"] = bank, student
-    return out
+    return out, bank, student
 
 
 def bench_apg(args, bank, student, device: torch.device) -> dict:
@@ -152,7 +152,7 @@ def bench_apg(args, bank, student, device: torch.device) -> dict:
                                  generator=torch.Generator().manual_seed(2), device=device)
     steps = []
     t = timeit(lambda: steps.append(apg.update()), args.repeat, 1, sync)
-    # rows that end early stop costing: count the sample-steps actually flown
+    # an upper bound: rows that end within the horizon stop before its last step
     return {"apg_step_s": t, "envs": args.apg_envs, "horizon": args.apg_horizon,
             "apg_sample_steps_per_s_upper": args.apg_envs * args.apg_horizon / t,
             "ended_within_horizon": sum(s["terminated"] for s in steps) / len(steps)}
@@ -192,9 +192,8 @@ def main() -> None:
               f"bridge {1e3 * s['bridge_step_s']:.0f} ms (C++ only {1e3 * s['bridge_loaded_step_s']:.0f} ms); "
               f"torch/bridge {s['ratio_torch_over_bridge']:.2f}x; first-step parity: |dloss| "
               f"{s['parity_first_step']['abs_loss_diff']:.1e}, max rel param diff {s['parity_first_step']['max_rel_param_diff']:.1e}")
-    results["epoch"] = bench_epoch(args, device)
+    results["epoch"], bank, student = bench_epoch(args, device)
     e = results["epoch"]
-    bank, student = e.pop("_bank"), e.pop("_student")
     print(f"(b) epoch, {e['teachers']} teachers x {e['num_episodes']} episodes ({e['dataset_steps']} steps): "
           f"collect teacher-forcing {e['collect_teacher_forcing_s']:.1f} s, DAgger {e['collect_dagger_s']:.1f} s "
           f"({e['collect_dagger_env_steps_per_s']:.0f} env-steps/s), train {e['train_s']:.1f} s "

@@ -25,6 +25,7 @@ student directly how its own actions, under its own uncertainty, lead towards a 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
@@ -69,6 +70,9 @@ class APGConfig:
                 raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
         if not 0 < self.barrier_start <= 1:
             raise DistillationError(f"--apg_barrier_start must be in (0, 1], got {self.barrier_start}")
+
+
+STATS = ("loss", "cost", "imitation", "terminated", "grad_norm")  # what `AnalyticPolicyGradient.update` reports
 
 
 class Step(NamedTuple):
@@ -170,10 +174,10 @@ class AnalyticPolicyGradient:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
         stats = {"loss": float(loss.detach()), "grad_norm": float(grad_norm)} | {k: float(v) for k, v in parts.items()}
-        finite = torch.isfinite(torch.tensor([stats["loss"], stats["grad_norm"]])).all()
+        finite = math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
         if finite:
             self.optimizer.step()
-        stats["skipped"] = not bool(finite)
+        stats["skipped"] = not finite
         self.iteration += 1
         return stats
 

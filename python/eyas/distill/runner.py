@@ -41,6 +41,7 @@ from eyas.distill.collect import (
     load_teachers,
     teacher_label,
 )
+from eyas.distill.apg import STATS as APG_STATS
 from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
 from eyas.distill.dataset import DistillationError, EpisodeDataset
 from eyas.distill.trainer import Distillation
@@ -687,7 +688,7 @@ class DistillationRunner:
         for _ in bar:
             stats = apg.update()
             window.append(stats)
-            for key in ("loss", "cost", "imitation", "terminated", "grad_norm"):
+            for key in APG_STATS:
                 writer.add_scalar(f"apg/{key}", stats[key], apg.iteration)
             bar.set_postfix(cost=f"{stats['cost']:.3f}", ended=f"{100 * stats['terminated']:.1f}%")
             if apg.iteration % c.apg_eval_every and apg.iteration < c.apg_iterations:
@@ -721,7 +722,7 @@ class DistillationRunner:
     def _apg_row(iteration: int, evaluation: dict, window: list, train_s: float, eval_s: float = 0.0) -> dict:
         """One row of the APG history: evaluation, and the mean training statistics since the previous row."""
         mean = {k: (sum(w[k] for w in window) / len(window) if window else None)
-                for k in ("loss", "cost", "imitation", "terminated", "grad_norm")}
+                for k in APG_STATS}
         return {"iteration": iteration, "eval": evaluation, **mean, "train_s": train_s, "eval_s": eval_s,
                 "skipped": sum(bool(w.get("skipped")) for w in window)}
 
