@@ -71,15 +71,16 @@ def bench_step(device: torch.device, repeat: int) -> dict:
 def bench_epoch(args, device: torch.device) -> tuple[dict, object, object]:
     """(b)'s figures, plus the teacher bank and student it flew (reused by (c))."""
     from eyas import sim
-    from eyas.distill.collect import TeacherBank, collect, estimate_position_offsets
+    from eyas.distill.collect import collect, estimate_position_offsets
+    from eyas.teachers import TeacherBank
     from eyas.distill.dataset import EpisodeDataset
-    from eyas.distill.runner import Evaluator
+    from eyas.distill.evaluation import Evaluator
     from eyas.distill.trainer import Distillation
     from eyas.envs import PointControlEnvCfg
     from eyas.model import StudentPolicy
 
     if args.teachers:
-        from eyas.distill.collect import load_teachers
+        from eyas.teachers import load_teachers
 
         teachers = load_teachers(args.teachers, device)
     else:  # synthetic: affine teachers on the privileged observation, each on a randomised dynamics set

@@ -34,11 +34,12 @@ from pathlib import Path
 import torch
 
 from eyas import StudentPolicy, load_rltools_h5, raptor_checkpoint_path
-from eyas.distill.collect import TeacherBank, collect, load_teachers
+from eyas.distill.collect import collect
+from eyas.teachers import TeacherBank, load_teachers
 from eyas.distill.dataset import EpisodeDataset
-from eyas.distill.runner import resolve_task
+from eyas.distill.config import resolve_task
 from eyas.distill.trainer import Distillation
-from eyas.envs.evaluation import evaluate, student_policy_fn
+from eyas.envs.rollout import evaluate, student_policy_fn
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 
 
@@ -111,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    state = torch.load(Path(args.run) / "state.pt", weights_only=False, map_location="cpu")
+    state = torch.load(Path(args.run) / "state.pt", weights_only=True, map_location="cpu")
     cfg, saved = state["config"], state["dataset"]
     if cfg["on_policy"]:
         raise SystemExit(f"{args.run}: an on-policy run keeps no dataset in state.pt; use an --on_policy false run")
@@ -149,7 +150,7 @@ def main() -> None:
         loss = mean_loss(Distillation(policy, batch_size=cfg["batch_size"], sequence_length=cfg["sequence_length"]),
                          dataset)
         flown = held_out(policy, args.episodes, args.seed, args.dynamics)
-        print(f"  {name:<28} {loss:9.5f}  {100 * flown['share_terminated']:.1f} %, return {flown['mean_return']:.1f}")
+        print(f"  {name:<28} {loss:9.5f}  {100 * flown['share_terminated']:.1f} %, return {flown['return_mean']:.1f}")
     fresh = fresh_dataset(state, last, args.fresh_episodes, args.seed)
     loss = mean_loss(Distillation(last, batch_size=cfg["batch_size"], sequence_length=cfg["sequence_length"]), fresh)
     print(f"  {'last student, fresh data':<28} {loss:9.5f}  ({fresh.num_episodes} new episodes it flew, "
@@ -171,7 +172,7 @@ def main() -> None:
             flown = held_out(trained, args.episodes, args.seed, args.dynamics)
             kind = " (weighted)" if weight is not None else ""
             print(f"  pass {p:4d}: loss {loss:.5f}{kind}, held-out terminated {100 * flown['share_terminated']:.1f} %, "
-                  f"return {flown['mean_return']:.1f}  ({time.time() - start:.0f} s)", flush=True)
+                  f"return {flown['return_mean']:.1f}  ({time.time() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

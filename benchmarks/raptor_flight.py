@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from eyas.envs.evaluation import EvaluationResult
+from eyas.envs.rollout import EpisodeStats
 from eyas.envs.fly import HEADER, default_checkpoint, fly, format_row, load_policy
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.sim import MODEL_NAMES, Params
@@ -31,7 +32,7 @@ from eyas.sim import MODEL_NAMES, Params
 
 @torch.no_grad()
 def fly_in_l2f(policy: torch.nn.Module, params: Params, steps: int = 500, tail_steps: int = 100,
-               seed: int = 0) -> EvaluationResult:
+               seed: int = 0) -> EpisodeStats:
     """Fly `policy` once per parameter set in l2f's vector environment (float32 C++, initial states and
     termination by l2f). Position error from l2f's observation (target at the origin, no noise)."""
     import l2f
@@ -69,8 +70,11 @@ def fly_in_l2f(policy: torch.nn.Module, params: Params, steps: int = 500, tail_s
         length[ended] = k + 1
         alive &= ~flags
     tail = np.array([errors[i, max(0, length[i] - tail_steps):length[i]].mean() for i in range(size)])
-    return EvaluationResult(returns=np.full(n, np.nan), lengths=length[:n], terminated=~alive[:n],
-                            position_error_tail=tail[:n], tail_steps=tail_steps)
+    final = errors[np.arange(size), np.maximum(length, 1) - 1]
+    return EpisodeStats(returns=torch.full((n,), math.nan, dtype=torch.float64),
+                        lengths=torch.as_tensor(length[:n], dtype=torch.long),
+                        terminated=torch.as_tensor(~alive[:n]), position_error=torch.as_tensor(tail[:n]),
+                        final_position_error=torch.as_tensor(final[:n], dtype=torch.float64), tail_steps=tail_steps)
 
 
 def evaluation_params(dynamics: str, episodes: int, seed: int) -> Params:

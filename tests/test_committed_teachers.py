@@ -39,5 +39,5 @@ def test_teachers_fly(teachers, name, max_terminated, max_final_error):
     check_teacher_env(teacher, env)
     result = evaluate_actor(teacher, env, 256, seed=11)
     assert result["share_terminated"] <= max_terminated, result
-    assert result["mean_final_position_error"] <= max_final_error, result
-    assert result["mean_return"] > 500, result
+    assert result["final_position_error_mean"] <= max_final_error, result
+    assert result["return_mean"] > 500, result

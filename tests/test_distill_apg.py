@@ -8,7 +8,8 @@ import torch
 
 from eyas import sim
 from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
-from eyas.distill.collect import TeacherBank, episode_env
+from eyas.distill.collect import episode_env
+from eyas.teachers import Block, TeacherBank
 from eyas.distill.runner import DistillationRunner
 from eyas.envs import PointControlEnvCfg
 from eyas.model import StudentPolicy
@@ -40,7 +41,7 @@ def test_apg_flies_the_episodes_the_env_flies(teachers, student):
         from eyas import load_rltools_h5, raptor_checkpoint_path
         apg.student = load_rltools_h5(raptor_checkpoint_path())
     steps = list(apg.fly())
-    env = episode_env(teachers[:1], 0, 1, 32, PointControlEnvCfg(), torch.Generator().manual_seed(5), "cpu")
+    env = episode_env(teachers[:1], Block(0, 1, 32), PointControlEnvCfg(), torch.Generator().manual_seed(5), "cpu")
     policy = apg.student
     policy.reset(batch_size=32)
     alive = torch.ones(32, dtype=torch.bool)
@@ -179,12 +180,16 @@ def test_bad_apg_settings(tmp_path, capsys, flag, value, message):
 
 
 def test_apg_settings_are_one_list():
-    """Every APGConfig field is a DistillConfig field apg_<name> with the same default and an --apg_<name> flag."""
-    from eyas.distill.cli import APG_FLAGS, build_parser
-    from eyas.distill.runner import DistillConfig
+    """Every APGConfig field is an --apg_<name> flag with the field's default, and reaches DistillConfig.apg."""
+    from eyas.distill.cli import build_parser, config_from_args
+    from eyas.distill.config import DistillConfig
 
-    run_fields = {f.name[len("apg_"):] for f in dataclasses.fields(DistillConfig) if f.name.startswith("apg_")}
-    assert {f.name for f in dataclasses.fields(APGConfig)} <= run_fields == set(APG_FLAGS)
-    assert DistillConfig().apg() == APGConfig()
+    flags = {a.dest for a in build_parser()._actions if a.dest.startswith("apg_")}
+    assert {f"apg_{f.name}" for f in dataclasses.fields(APGConfig)} == flags
+    defaults = build_parser().parse_args([])
+    assert {f.name: getattr(defaults, f"apg_{f.name}") for f in dataclasses.fields(APGConfig)} == \
+        dataclasses.asdict(APGConfig())
+    assert DistillConfig().apg == APGConfig()
+    assert config_from_args(build_parser().parse_args(["--apg_envs", "9"])).apg.envs == 9
     args = build_parser().parse_args(["--apg_horizon", "7", "--apg_barrier_start", "0.5"])
     assert (args.apg_horizon, args.apg_barrier_start) == (7, 0.5)

@@ -78,7 +78,7 @@ def test_episode_rows_split_terminations_from_time_outs(standin, finite_horizon)
 
 def test_task_resolution(standin, monkeypatch):
     from eyas.distill.dataset import DistillationError
-    from eyas.distill.runner import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
     from eyas.envs.isaaclab_task import IsaacLabTask, isaaclab_installed, isaaclab_registers
 
     assert isaaclab_installed() and isaaclab_registers(TASK) and not isaaclab_registers(TASK_ID)
@@ -95,7 +95,7 @@ def test_task_registered_by_an_extension_package(standin):
     """The seed's id, registered by a user's Isaac Lab extension: Isaac Lab once that package is named."""
     import gymnasium as gym
 
-    from eyas.distill.runner import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
     from eyas.envs.isaaclab_task import IsaacLabTask
 
     assert is_embedded(resolve_task(TASK_ID)), "isaaclab_tasks alone does not register it"
@@ -113,7 +113,7 @@ def test_task_registered_by_an_extension_package(standin):
 
 def test_task_resolution_without_isaaclab():
     from eyas.distill.dataset import DistillationError
-    from eyas.distill.runner import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
 
     assert is_embedded(resolve_task(TASK_ID))
     with pytest.raises(DistillationError, match="Isaac Lab is not installed"):
@@ -178,7 +178,7 @@ def test_teacher_labels_are_not_clipped_on_isaaclab_tasks(standin, tmp_path):
     from eyas.distill.runner import DistillationRunner, DistillConfig
 
     def runner(task):
-        cfg = DistillConfig(teacher_checkpoint=[str(PRIVILEGED)], task=task, num_envs=8, num_episodes=8, batch_size=2,
+        cfg = DistillConfig.from_flags(teacher_checkpoint=[str(PRIVILEGED)], task=task, num_envs=8, num_episodes=8, batch_size=2,
                             sequence_length=50, device="cpu", log_dir=str(tmp_path / task))
         return DistillationRunner(cfg, progress=False)
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from eyas import sim
-from eyas.distill.collect import TeacherBank, collect, estimate_position_offsets, make_env, draw_seed, episode_params
+from eyas.distill.collect import collect, draw_seed, env_with_dynamics, episode_params, estimate_position_offsets
+from eyas.teachers import Block, TeacherBank
 from eyas.distill.dataset import EpisodeDataset
 from eyas.distill.runner import DistillationRunner, DistillConfig
 from eyas.envs import PointControlEnvCfg
@@ -36,18 +37,18 @@ def teachers():
 def test_teacher_bank_stacked_equals_per_teacher(teachers):
     bank = TeacherBank(teachers)
     assert bank.stacked
-    env = make_env(PointControlEnvCfg(), episode_params(teachers, 0, 3, 5, PointControlEnvCfg(),
+    env = env_with_dynamics(PointControlEnvCfg(), episode_params(teachers, Block(0, 3, 5), PointControlEnvCfg(),
                                                         torch.Generator().manual_seed(0)), 0, "cpu")
     obs = env.get_observations()
-    got = bank.act(obs, 0, 3, 5)
+    got = bank.act(obs, Block(0, 3, 5))
     want = torch.cat([t.act(obs["teacher"][5 * i:5 * i + 5]) for i, t in enumerate(teachers)])
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    assert torch.equal(bank.act(obs[5:10], 1, 1, 5), teachers[1].act(obs["teacher"][5:10]))
+    assert torch.equal(bank.act(obs[5:10], Block(1, 1, 5)), teachers[1].act(obs["teacher"][5:10]))
     # teachers reading the leading 26 columns (RAPTOR's pre-training teachers) through obs_slice
     sliced = [linear_teacher(s, None, 26) for s in (7, 8, 9)]
     for t in sliced:
         t.obs_slice = (0, 26)
-    got = TeacherBank(sliced).act(obs, 0, 3, 5)
+    got = TeacherBank(sliced).act(obs, Block(0, 3, 5))
     want = torch.cat([t.act(obs["teacher"][5 * i:5 * i + 5, :26]) for i, t in enumerate(sliced)])
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
@@ -114,8 +115,8 @@ def test_offset_estimation_window(teachers):
     offsets, stats = estimate_position_offsets(bank, PointControlEnvCfg(), num_episodes=6, window=(0, 1), num_envs=100,
                                                generator=g, device="cpu")
     g = torch.Generator().manual_seed(9)
-    params = episode_params(teachers, 0, 3, 6, PointControlEnvCfg(), g)
-    env = make_env(PointControlEnvCfg(), params, draw_seed(g), "cpu")
+    params = episode_params(teachers, Block(0, 3, 6), PointControlEnvCfg(), g)
+    env = env_with_dynamics(PointControlEnvCfg(), params, draw_seed(g), "cpu")
     expected = env.state.position.view(3, 6, 3).mean(1)
     torch.testing.assert_close(offsets, expected)
     assert stats.mean_return.shape == (3,) and bool((stats.mean_length >= 1).all())
@@ -127,7 +128,7 @@ def _cfg(tmp_path, name, **kw):
                 eval_models=["crazyflie"], final_eval_episodes=4, log_dir=str(tmp_path / name), seed=3, plots=False,
                 device="cpu")
     base.update(kw)
-    return DistillConfig(**base)
+    return DistillConfig.from_flags(**base)
 
 
 def test_run_writes_checkpoints_tensorboard_and_exports(tmp_path, teachers):
@@ -193,7 +194,7 @@ def test_recurrent_teacher_starts_every_episode_from_its_initial_state():
     """The released RAPTOR student as a teacher (rl-tools resets a teacher's state at episode starts): its labels
     equal the policy run from its initial state over each stored episode."""
     pytest.importorskip("foundation_policy")
-    from eyas.distill.collect import load_teachers
+    from eyas.teachers import load_teachers
 
     teacher = load_teachers(["foundation_policy"])[0]
     assert teacher.is_recurrent and teacher.obs_group == "policy"
@@ -215,8 +216,8 @@ def test_init_student_starts_from_the_given_weights(tmp_path, teachers):
     for source in (tmp_path / "first" / "final_actor.pt", tmp_path / "first" / "final_actor.h5"):
         runner = DistillationRunner(_cfg(tmp_path, f"from_{source.suffix[1:]}", init_student=str(source)),
                                     teachers=teachers, progress=False)
-        start = runner._new_student().state_dict()
+        start = runner.new_student().state_dict()
         for k in trained:
             torch.testing.assert_close(start[k], trained[k], rtol=0, atol=0, msg=k)
-    fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False)._new_student().state_dict()
+    fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False).new_student().state_dict()
     assert not torch.equal(fresh["gru.weight_hh_l0"], trained["gru.weight_hh_l0"])

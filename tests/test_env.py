@@ -204,9 +204,10 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
     assert masks[0].all()
     for k in range(1, len(masks)):  # a reset is flagged exactly where the previous step ended an episode
         assert torch.equal(masks[k], dones_seen[k - 1])
-    assert result.num_episodes == 6 and result.lengths.max() <= 10
-    assert set(result.summary()) == {"episodes", "mean_return", "mean_length", "share_terminated",
-                                     "mean_position_error_last_100"}
+    assert result.episodes == 6 and result.lengths.max() <= 10
+    assert set(result.summary()) == {"episodes", "return_mean", "return_std", "episode_length_mean",
+                                     "episode_length_std", "share_terminated", "position_error_mean",
+                                     "final_position_error_mean"}
 
 
 def test_raptor_policy_hovers_the_crazyflie():
@@ -222,8 +223,8 @@ def test_raptor_policy_hovers_the_crazyflie():
     # RAPTOR holds the Crazyflie within centimetres (benchmarks/raptor_flight.py: ~4 % terminated, ~5 cm over
     # 100 episodes); here 8 short episodes: at most 2 terminations, tail error below 15 cm
     assert result.share_terminated <= 0.25
-    assert result.mean_position_error < 0.15
-    assert not math.isnan(result.mean_return)
+    assert result.position_error_mean < 0.15
+    assert not math.isnan(result.return_mean)
 
 
 def test_policy_observation_matches_env():

@@ -32,11 +32,11 @@ def test_train_writes_rsl_rl_checkpoint_and_sidecar(runs):
     side = json.loads((run / "teacher.json").read_text())
     # default selection: the checkpoint with the best deterministic evaluation return (evaluated every iteration)
     rows = list(csv.DictReader((run / "curve.csv").open()))
-    best = int(max(rows, key=lambda r: float(r["mean_return"]))["iteration"])
+    best = int(max(rows, key=lambda r: float(r["return_mean"]))["iteration"])
     assert side["training"]["selected_iteration"] == best and side["checkpoint"] == f"model_{best}.pt"
     assert (run / side["checkpoint"]).is_file() and (run / "model_1.pt").is_file()  # rsl_rl's final save too
     assert side["mode"] == "per-dynamics" and side["training"]["iterations"] == 2
-    assert {"mean_return", "share_terminated", "mean_final_position_error"} <= set(side["evaluation"])
+    assert {"return_mean", "share_terminated", "final_position_error_mean"} <= set(side["evaluation"])
     assert list(run.glob("events.out.tfevents.*")) and len(rows) == 2
     ckpt = torch.load(run / side["checkpoint"], weights_only=False)
     assert {"actor_state_dict", "critic_state_dict", "optimizer_state_dict", "iter"} <= set(ckpt)
@@ -106,7 +106,7 @@ def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
 
     env = PointControlEnv(num_envs=8, dynamics=model_params("crazyflie"), seed=10_000)
     again = evaluate_actor(load_teacher(source), env, 8, seed=start["iter"])
-    assert float(rows[0]["mean_return"]) == pytest.approx(again["mean_return"], rel=1e-5)
+    assert float(rows[0]["return_mean"]) == pytest.approx(again["return_mean"], rel=1e-5)
     assert not torch.equal(first["actor_state_dict"]["mlp.0.weight"], start["actor_state_dict"]["mlp.0.weight"])
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from eyas.io import atomic_with
 from eyas.model import StudentPolicy
 
 DENSE_ACTIVATIONS = {0: "RELU", 2: "IDENTITY"}
@@ -193,10 +193,7 @@ def save_rltools_h5(policy: StudentPolicy, path: str | os.PathLike, meta: dict |
         ref.load_rltools_parameters(params)
         ex_out = ref(torch.from_numpy(ex_in)).numpy()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             actor = f.create_group("actor")
             layers = actor.create_group("layers")
@@ -217,8 +214,5 @@ def save_rltools_h5(policy: StudentPolicy, path: str | os.PathLike, meta: dict |
                 ex = f.create_group("example")
                 _write_tensor(ex, "input", ex_in)
                 _write_tensor(ex, "output", ex_out)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_with(path, write)

@@ -3,8 +3,9 @@
     from eyas.distill import DistillConfig, DistillationRunner
     summary = DistillationRunner(DistillConfig(teacher_checkpoint=["fixtures/teachers"], n_epochs=20)).run()
 
-Pieces: `EpisodeDataset` (storage and rl-tools batches), `collect` / `TeacherBank` (teacher-forcing and DAgger
-rollouts), `Distillation` (the training step), `DistillationRunner` (the epoch loop), `eyas distill` (CLI).
+Pieces: `config` (every setting, once), `dataset` (storage and rl-tools batches), `collect` (teacher-forcing and
+DAgger rollouts), `trainer` (the training step), `evaluation`, `checkpoint` (files and resume), `logger`,
+`runner` (the epoch loop), `apg` (fine-tuning through the simulator), `report` (the end of a run), `cli`.
 """
 from eyas.distill.dataset import Batch, DatasetError, DistillationError, EpisodeDataset
 from eyas.distill.trainer import Distillation
@@ -14,10 +15,16 @@ __all__ = ["Batch", "DatasetError", "DistillationError", "EpisodeDataset", "Dist
 
 
 def __getattr__(name):  # the runner and collection import the env stack; load them on first use
-    if name in ("DistillConfig", "DistillationRunner"):
-        from eyas.distill import runner
-        return getattr(runner, name)
-    if name in ("TeacherBank", "estimate_position_offsets"):
+    if name == "DistillConfig":
+        from eyas.distill.config import DistillConfig
+        return DistillConfig
+    if name == "DistillationRunner":
+        from eyas.distill.runner import DistillationRunner
+        return DistillationRunner
+    if name == "estimate_position_offsets":
         from eyas.distill import collect as _collect
         return getattr(_collect, name)
+    if name == "TeacherBank":
+        from eyas.teachers import TeacherBank
+        return TeacherBank
     raise AttributeError(name)

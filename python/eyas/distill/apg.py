@@ -26,50 +26,15 @@ student directly how its own actions, under its own uncertainty, lead towards a 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 import torch
 
 from eyas import sim
-from eyas.distill.collect import TeacherBank, episode_env
-from eyas.distill.dataset import DistillationError
+from eyas.distill.collect import episode_env
+from eyas.distill.config import APGConfig
 from eyas.model import StudentPolicy
-
-
-@dataclass
-class APGConfig:
-    """Settings of the APG fine-tuning phase (CLI flags ``--apg_<name>``)."""
-
-    iterations: int = 0  # 0: rl-tools' algorithm only
-    envs: int = 1024  # episodes per iteration (on a CPU the step costs little more than with 256: op overhead)
-    horizon: int = 200  # steps flown and differentiated per episode (2 s)
-    learning_rate: float = 1e-3
-    imitation_weight: float = 1.0
-    barrier_weight: float = 100.0
-    barrier_start: float = 0.75  # share of each termination threshold where the barrier begins
-    tilt_weight: float = 0.2
-    grad_clip: float = 1.0
-    eval_every: int = 25  # iterations between evaluations (best-actor selection)
-
-    def validate(self, max_episode_length: int) -> None:
-        if self.iterations < 0:
-            raise DistillationError(f"--apg_iterations must be >= 0, got {self.iterations}")
-        for name in ("envs", "horizon", "eval_every"):
-            if getattr(self, name) < 1:
-                raise DistillationError(f"--apg_{name} must be >= 1, got {getattr(self, name)}")
-        if self.horizon > max_episode_length:
-            raise DistillationError(f"--apg_horizon {self.horizon} exceeds the episode length {max_episode_length}")
-        for name in ("learning_rate", "grad_clip"):
-            value = getattr(self, name)
-            if not (value > 0 and value < float("inf")):
-                raise DistillationError(f"--apg_{name} must be a positive number, got {value}")
-        for name in ("imitation_weight", "barrier_weight", "tilt_weight"):
-            value = getattr(self, name)
-            if not (value >= 0 and value < float("inf")):
-                raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
-        if not 0 < self.barrier_start <= 1:
-            raise DistillationError(f"--apg_barrier_start must be in (0, 1], got {self.barrier_start}")
+from eyas.teachers import Block, TeacherBank
 
 
 STATS = ("loss", "cost", "imitation", "terminated", "grad_norm")  # what `AnalyticPolicyGradient.update` reports
@@ -106,27 +71,26 @@ class AnalyticPolicyGradient:
         self.per_teacher = cfg.envs // self.teachers_per_batch
         self._next_teacher = 0
 
-    def _block(self) -> tuple[int, int]:
+    def _block(self) -> Block:
         first = self._next_teacher
         count = min(self.teachers_per_batch, len(self.bank) - first)
         self._next_teacher = (first + count) % len(self.bank)
-        return first, count
+        return Block(first, count, self.per_teacher)
 
     def fly(self) -> Iterator[Step]:
         """Fly one batch of new episodes for ``horizon`` steps with gradients (the student acts, the teachers label;
         no auto-reset: a row that meets a termination condition keeps its last state, cut from the graph)."""
         c = self.cfg
-        first, count = self._block()
-        per = self.per_teacher
-        env = episode_env(self.bank.teachers, first, count, per, self.env_cfg, self.generator, self.device)
+        block = self._block()
+        env = episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
         state, history = env.state, env.action_history
         alive = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
         hidden = None
-        self.bank.reset(first, count, per)
+        self.bank.reset(block)
         for _ in range(c.horizon):
             obs = env.observe(state, history)
             actions, hidden = self.student.act(obs["policy"].to(self.student.initial_hidden_state.dtype), hidden)
-            labels = self.bank.act(obs, first, count, per) if c.imitation_weight > 0 else None
+            labels = self.bank.act(obs, block) if c.imitation_weight > 0 else None
             actions = actions.to(env.dtype)
             nxt = sim.step(state, actions, env.params, validate=False)
             terminated = torch.stack(list(env.termination_terms(nxt).values())).any(0)

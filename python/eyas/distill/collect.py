@@ -11,189 +11,25 @@ src/foundation_policy/post_training/helper.h):
   position offset, and the teacher's deterministic action on the same state; an episode's last step
   (termination or the step limit) is flagged ``truncated``.
 
-Episodes of many teachers run in one batched environment (rows teacher-major: ``num_episodes`` consecutive rows
-per teacher), in chunks of at most ``num_envs`` rows. Feed-forward teachers of one architecture are evaluated
-together with ``torch.func`` (one batched call per step instead of one call per teacher).
+Episodes of many teachers run in one batched environment (teacher-major rows, `eyas.teachers.Block`), in blocks of
+at most ``num_envs`` rows, through the one episode loop `eyas.envs.rollout` (one episode per row).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from tensordict import TensorDict
 
 from eyas.distill.dataset import DistillationError, EpisodeDataset
 from eyas.envs.isaaclab_task import IsaacLabEpisodes, IsaacLabTask
+from eyas.envs.rollout import EpisodeStats, rollout
+from eyas.teachers import Block, TeacherBank, teacher_label
 
-
-# ---------------------------------------------------------------------------------------------- teachers
-class RecurrentTeacher(torch.nn.Module):
-    """A GRU student used as a teacher (e.g. the released RAPTOR policy), on the "policy" observation.
-
-    rl-tools' `add_to_dataset` resets a teacher's state at episode starts and steps it through the episode with
-    `evaluate_step`; `TeacherBank` does the same, holding the state per teacher slot (one episode per row)."""
-
-    is_recurrent = True
-
-    def __init__(self, policy, name: str = "", source: str = "", obs_group: str = "policy"):
-        super().__init__()
-        self.policy = policy.eval()
-        for p in self.policy.parameters():
-            p.requires_grad_(False)
-        self.num_obs, self.num_actions = policy.num_obs, policy.num_actions
-        self.obs_group, self.params, self.name, self.source = obs_group, None, name, source
-        self.action_clip, self.obs_slice = None, None
-
-    @torch.no_grad()
-    def step(self, obs: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step from ``hidden`` ((1, batch, hidden_dim); None = the initial state): ``(actions, new hidden)``."""
-        return self.policy.act(obs.to(self.policy.initial_hidden_state.dtype), hidden)
-
-
-def load_recurrent_teacher(path) -> RecurrentTeacher:
-    """An rl-tools GRU student checkpoint (.h5) as a teacher; ``"foundation_policy"`` means the released RAPTOR
-    checkpoint of the foundation-policy package."""
-    from pathlib import Path
-
-    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
-
-    if str(path) == "foundation_policy":
-        try:
-            path = raptor_checkpoint_path()
-        except ImportError as e:
-            raise DistillationError("teacher 'foundation_policy' needs the foundation-policy package") from e
-    try:
-        policy = load_rltools_h5(path)
-    except (RLToolsH5Error, OSError, KeyError) as e:
-        raise DistillationError(f"cannot load recurrent teacher {path}: {e}") from e
-    return RecurrentTeacher(policy, name=Path(str(path)).stem, source=str(path))
-
-
-def is_gru_student_file(path) -> bool:
-    """True for an rl-tools HDF5 file whose actor contains a GRU layer (a student, not an MLP teacher)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            layers = f["actor"]["layers"]
-            return any(str(layers[k].attrs.get("type", "")) == "gru" for k in layers)
-    except (OSError, KeyError, TypeError):
-        return False
-
-
-def load_teachers(sources: Sequence, device: torch.device | str = "cpu") -> list:
-    """Teachers from files, teacher run directories or directories of teachers (`eyas.teachers.load_teacher_set`),
-    plus rl-tools GRU students (.h5, or ``foundation_policy``) as `RecurrentTeacher`s."""
-    from pathlib import Path
-
-    from eyas.teachers import TeacherError, load_teacher_set
-
-    out = []
-    for source in sources:
-        path = Path(str(source))
-        if str(source) == "foundation_policy" or (path.is_file() and path.suffix in (".h5", ".hdf5")
-                                                  and is_gru_student_file(path)):
-            out.append(load_recurrent_teacher(source).to(device))
-            continue
-        try:
-            out.extend(load_teacher_set(str(source), device=str(device)))
-        except TeacherError as e:
-            raise DistillationError(f"cannot load teachers: {e}") from e
-        except OSError as e:
-            raise DistillationError(f"cannot read teacher {source}: {e}") from e
-    if not out:
-        raise DistillationError("no teachers found in " + ", ".join(map(str, sources)))
-    return out
-
-
-def select_input(teacher, obs: TensorDict) -> torch.Tensor:
-    """The teacher's input from an env observation (its group, and `obs_slice` when the teacher has one)."""
-    if hasattr(teacher, "select"):
-        return teacher.select(obs)
-    return obs[teacher.obs_group]
-
-
-def _signature(teacher) -> tuple | None:
-    """Hashable description of a teacher's architecture; None if it cannot be stacked."""
-    from eyas.teachers import Teacher
-
-    if not isinstance(teacher, Teacher):
-        return None
-    parts = [teacher.obs_group, getattr(teacher, "obs_slice", None), teacher.num_obs, teacher.num_actions,
-             teacher.action_clip]
-    for name, module in teacher.net.named_modules():
-        attrs = tuple(sorted((k, repr(v)) for k, v in vars(module).items()
-                             if not k.startswith("_") and k != "training" and not isinstance(v, torch.Tensor)))
-        parts.append((name, type(module).__qualname__, attrs))
-    for name, t in teacher.net.state_dict().items():
-        parts.append((name, tuple(t.shape), t.dtype))
-    return tuple(parts)
-
-
-class TeacherBank:
-    """Deterministic actions of many teachers, each on its own rows of a batch.
-
-    ``act(obs, first, count, per_teacher)``: rows ``[i * per_teacher, (i + 1) * per_teacher)`` of ``obs`` belong to
-    teacher ``first + i``; returns (count * per_teacher, num_actions) float32 actions, clipped like `Teacher.act`."""
-
-    def __init__(self, teachers: Sequence, device: torch.device | str = "cpu"):
-        if not teachers:
-            raise DistillationError("no teachers given")
-        self.device = torch.device(device)
-        self.teachers = [t.to(self.device) for t in teachers]
-        self.num_actions = int(self.teachers[0].num_actions)
-        self._hidden: dict[int, torch.Tensor] = {}  # recurrent teachers' states, per teacher slot
-        if any(int(t.num_actions) != self.num_actions for t in self.teachers):
-            raise DistillationError("teachers output different numbers of actions: "
-                                    f"{sorted({int(t.num_actions) for t in self.teachers})}")
-        signatures = [_signature(t) for t in self.teachers]
-        self.stacked = len(self.teachers) > 1 and signatures[0] is not None and all(s == signatures[0] for s in signatures)
-        if self.stacked:
-            params, buffers = torch.func.stack_module_state([t.net for t in self.teachers])
-            self._params = {k: v.detach() for k, v in params.items()}
-            self._buffers = {k: v.detach() for k, v in buffers.items()}
-            self._base = copy.deepcopy(self.teachers[0].net).to("meta")
-            self._clip = self.teachers[0].action_clip
-
-            def call(p, b, x):
-                return torch.func.functional_call(self._base, (p, b), (x,))
-
-            self._vcall = torch.func.vmap(call)
-
-    def __len__(self) -> int:
-        return len(self.teachers)
-
-    def reset(self, first: int, count: int, per_teacher: int) -> None:
-        """Start new episodes: recurrent teachers return to their initial state (held here per teacher slot, so one
-        teacher object may appear several times)."""
-        self._hidden = {}
-
-    @torch.no_grad()
-    def act(self, obs: TensorDict, first: int, count: int, per_teacher: int) -> torch.Tensor:
-        if self.stacked and count > 1:
-            x = select_input(self.teachers[0], obs).to(self.device, torch.float32).reshape(count, per_teacher, -1)
-            p = {k: v[first:first + count] for k, v in self._params.items()}
-            b = {k: v[first:first + count] for k, v in self._buffers.items()}
-            out = self._vcall(p, b, x).reshape(count * per_teacher, -1)
-            return out.clamp(-self._clip, self._clip) if self._clip is not None else out
-        chunks = []
-        for i in range(count):
-            t = self.teachers[first + i]
-            x = select_input(t, obs[i * per_teacher:(i + 1) * per_teacher])
-            if getattr(t, "is_recurrent", False):
-                actions, self._hidden[first + i] = t.step(x, self._hidden.get(first + i))
-            else:
-                actions = t.act(x)
-            chunks.append(actions.to(torch.float32))
-        return torch.cat(chunks, 0)
-
-
-def teacher_label(teacher) -> str:
-    return getattr(teacher, "name", "") or getattr(teacher, "source", "") or type(teacher).__name__
+SYNC_EVERY = 16  # steps between checks for the end of a block's episodes (each check synchronises a GPU)
 
 
 def check_teachers_against_env(teachers: Sequence, env) -> None:
@@ -216,26 +52,29 @@ def check_teachers_against_env(teachers: Sequence, env) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- environments
-def episode_params(teachers: Sequence, first: int, count: int, per_teacher: int, env_cfg,
-                   generator: torch.Generator):
-    """`eyas.sim.Params` for ``count * per_teacher`` rows: each teacher's own parameters, or fresh randomised
-    ones (RAPTOR's sampler, `env_cfg.domain_randomization`) for teachers without parameters."""
+def episode_params(teachers: Sequence, block: Block, env_cfg, generator: torch.Generator):
+    """`eyas.sim.Params` for ``block.rows`` rows: each teacher's own parameters, or fresh randomised ones (RAPTOR's
+    sampler, `env_cfg.domain_randomization`) for teachers without parameters."""
     from eyas import sim
 
-    dtype = getattr(torch, env_cfg.dtype) if isinstance(env_cfg.dtype, str) else env_cfg.dtype
+    dtype = env_dtype(env_cfg)
     parts = []
-    for t in teachers[first:first + count]:
+    for t in block.of(teachers):
         params = getattr(t, "params", None)
         if params is None:
-            parts.append(sim.sample_domain_randomized_params(per_teacher, generator, env_cfg.domain_randomization,
-                                                             dtype=dtype, device="cpu"))
+            parts.append(sim.sample_domain_randomized_params(block.per_teacher, generator,
+                                                             env_cfg.domain_randomization, dtype=dtype, device="cpu"))
         else:
-            parts.append(params.to("cpu", dtype).expand(per_teacher))
+            parts.append(params.to("cpu", dtype).expand(block.per_teacher))
     return sim.Params.stack(parts)
 
 
-def make_env(env_cfg, params, seed: int, device: torch.device | str):
-    """A `PointControlEnv` with fixed per-row dynamics ``params``."""
+def env_dtype(env_cfg) -> torch.dtype:
+    return getattr(torch, env_cfg.dtype) if isinstance(env_cfg.dtype, str) else env_cfg.dtype
+
+
+def env_with_dynamics(env_cfg, params, seed: int, device: torch.device | str):
+    """A `PointControlEnv` of ``env_cfg`` with fixed per-row dynamics ``params`` (one row per parameter set)."""
     from eyas.envs import PointControlEnv
 
     cfg = dataclasses.replace(env_cfg, num_envs=params.batch_size, dynamics=params.to(device), seed=int(seed),
@@ -243,108 +82,93 @@ def make_env(env_cfg, params, seed: int, device: torch.device | str):
     return PointControlEnv(cfg)
 
 
-def episode_env(teachers: Sequence, first: int, count: int, per_teacher: int, env_cfg, generator: torch.Generator,
-                device: torch.device | str):
-    """Rows for ``count * per_teacher`` new episodes: the embedded env on each teacher's dynamics, or the first rows
-    of an Isaac Lab task (`eyas.envs.isaaclab_task.IsaacLabTask`), which draws its own dynamics."""
+def episode_env(teachers: Sequence, block: Block, env_cfg, generator: torch.Generator, device: torch.device | str):
+    """Rows for ``block``'s new episodes: the embedded env on each teacher's dynamics, or the first rows of an
+    Isaac Lab task (`eyas.envs.isaaclab_task.IsaacLabTask`), which draws its own dynamics."""
     if isinstance(env_cfg, IsaacLabTask):
-        return env_cfg.episodes(count * per_teacher)
-    params = episode_params(teachers, first, count, per_teacher, env_cfg, generator)
-    return make_env(env_cfg, params, draw_seed(generator), device)
+        return env_cfg.episodes(block.rows)
+    params = episode_params(teachers, block, env_cfg, generator)
+    return env_with_dynamics(env_cfg, params, draw_seed(generator), device)
 
 
 def draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
-# ---------------------------------------------------------------------------------------------- rollouts
-@dataclass
-class Rollout:
-    """``n`` single episodes (time-major, padded to the step limit S)."""
+# ---------------------------------------------------------------------------------------------- one block
+class TeacherLabels:
+    """`rollout` step hook for a block: the teachers' labels of every step (``labels``, also what a teacher-forcing
+    policy plays), the student's stored observations and targets (``record``), and each row's true position summed
+    over steps [start, end) of ``offset_window`` while its episode runs (steady-state estimation)."""
 
-    observations: torch.Tensor | None  # (S, n, num_obs): student observations, position-corrected
-    targets: torch.Tensor | None  # (S, n, num_actions): teacher actions
-    lengths: torch.Tensor  # (n,) steps stored per episode
-    returns: torch.Tensor  # (n,) float64
-    terminated: torch.Tensor  # (n,) bool
-    position_sum: torch.Tensor | None = None  # (n, 3) float64 sum of positions over the offset window
-    position_count: torch.Tensor | None = None  # (n,) steps in that sum
+    def __init__(self, env, bank: TeacherBank, block: Block, *, record: bool,
+                 position_offsets: torch.Tensor | None = None, offset_window: tuple[int, int] | None = None):
+        n, device = env.num_envs, env.device
+        if n != block.rows:
+            raise ValueError(f"env has {n} rows, expected {block.count} teachers x {block.per_teacher} episodes")
+        self.env, self.bank, self.block, self.window, self.record = env, bank, block, offset_window, record
+        self.observations = self.targets = None  # (steps, n, width), allocated at the first step
+        self.offset_rows = (None if position_offsets is None else
+                            position_offsets.to(device, torch.float32).repeat_interleave(block.per_teacher, 0))
+        self.position_sum = torch.zeros(n, 3, dtype=torch.float64, device=device) if offset_window else None
+        self.position_count = torch.zeros(n, dtype=torch.long, device=device) if offset_window else None
+        self.labels = None
+        bank.reset(block)
 
-
-@torch.no_grad()
-def rollout(env, bank: TeacherBank, first: int, count: int, per_teacher: int, *, student=None,
-            position_offsets: torch.Tensor | None = None, record: bool = True,
-            offset_window: tuple[int, int] | None = None) -> Rollout:
-    """Fly one episode in every row of ``env`` (rows teacher-major, see `TeacherBank.act`).
-
-    The deterministic teacher acts unless ``student`` is given; teachers label every step. ``position_offsets``
-    (count, 3) is subtracted from the stored student positions. ``offset_window=(start, end)`` also sums each
-    row's true position over steps [start, end) while its episode runs (steady-state estimation)."""
-    n, device = env.num_envs, env.device
-    if n != count * per_teacher:
-        raise ValueError(f"env has {n} rows, expected {count} teachers x {per_teacher} episodes")
-    max_steps = int(env.max_episode_length)
-    obs = env.get_observations()
-    num_obs = obs["policy"].shape[-1]
-    buf_obs = torch.zeros(max_steps, n, num_obs, device=device) if record else None
-    buf_tgt = torch.zeros(max_steps, n, bank.num_actions, device=device) if record else None
-    offset_rows = None
-    if position_offsets is not None:
-        offset_rows = position_offsets.to(device, torch.float32).repeat_interleave(per_teacher, 0)
-    alive = torch.ones(n, dtype=torch.bool, device=device)
-    lengths = torch.zeros(n, dtype=torch.long, device=device)
-    returns = torch.zeros(n, dtype=torch.float64, device=device)
-    terminated = torch.zeros(n, dtype=torch.bool, device=device)
-    pos_sum = torch.zeros(n, 3, dtype=torch.float64, device=device) if offset_window else None
-    pos_count = torch.zeros(n, dtype=torch.long, device=device) if offset_window else None
-    if student is not None:
-        student.reset(batch_size=n, device=device)
-    bank.reset(first, count, per_teacher)
-    for t in range(max_steps):
-        labels = bank.act(obs, first, count, per_teacher)
-        bad = ~torch.isfinite(labels).all(-1) & alive
+    def __call__(self, t: int, obs, running: torch.Tensor) -> None:
+        self.labels = labels = self.bank.act(obs, self.block)
+        bad = ~torch.isfinite(labels).all(-1) & running
         if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            teacher = bank.teachers[first + row // per_teacher]
-            raise DistillationError(f"teacher {first + row // per_teacher} ({teacher_label(teacher)}) produced "
+            teacher = self.block.teacher_of_row(int(bad.nonzero()[0, 0]))
+            raise DistillationError(f"teacher {teacher} ({teacher_label(self.bank.teachers[teacher])}) produced "
                                     f"non-finite actions (NaN/inf) at step {t} of an episode")
-        policy_obs = obs["policy"]
-        if record:
-            student_obs = policy_obs.to(torch.float32)
-            if offset_rows is not None:
-                student_obs = torch.cat([student_obs[:, :3] - offset_rows, student_obs[:, 3:]], -1)
-            buf_obs[t] = student_obs
-            buf_tgt[t] = labels
-        if offset_window is not None and offset_window[0] <= t < offset_window[1]:
-            position = (env.state.position - env.target).to(torch.float64)
-            pos_sum += position * alive[:, None]
-            pos_count += alive
-        actions = labels if student is None else student(policy_obs.to(torch.float32))
-        obs, rewards, dones, extras = env.step(actions)
-        returns += rewards.to(torch.float64) * alive
-        lengths += alive
-        terminated |= extras["terminated"].bool() & alive
-        alive &= ~dones.bool()
-        if t % 16 == 15 and not bool(alive.any()):
-            break
-    return Rollout(buf_obs, buf_tgt, lengths, returns, terminated, pos_sum, pos_count)
+        if self.record:
+            if t == 0:
+                steps, n = int(self.env.max_episode_length), self.env.num_envs
+                self.observations = torch.zeros(steps, n, obs["policy"].shape[-1], device=self.env.device)
+                self.targets = torch.zeros(steps, n, self.bank.num_actions, device=self.env.device)
+            student_obs = obs["policy"].to(torch.float32)
+            if self.offset_rows is not None:
+                student_obs = torch.cat([student_obs[:, :3] - self.offset_rows, student_obs[:, 3:]], -1)
+            self.observations[t], self.targets[t] = student_obs, labels
+        if self.window is not None and self.window[0] <= t < self.window[1]:
+            position = (self.env.state.position - self.env.target).to(torch.float64)
+            self.position_sum += position * running[:, None]
+            self.position_count += running
+
+    def teacher_policy(self, obs, reset_mask: torch.Tensor) -> torch.Tensor:
+        return self.labels
+
+
+def fly_block(env, bank: TeacherBank, block: Block, *, student=None, **labels_kwargs) -> tuple[EpisodeStats,
+                                                                                             TeacherLabels]:
+    """One episode in every row of ``env`` (rows as ``block`` lays them out): the deterministic teacher acts unless
+    ``student`` is given; the teachers label every step (`TeacherLabels`, which takes ``labels_kwargs``)."""
+    labels = TeacherLabels(env, bank, block, **labels_kwargs)
+    if student is None:
+        policy = labels.teacher_policy
+    else:
+        student.reset(batch_size=env.num_envs, device=env.device)
+        policy = lambda obs, reset_mask: student(obs["policy"].to(torch.float32))  # noqa: E731
+    stats = rollout(env, policy, on_step=labels, reset=False, sync_every=SYNC_EVERY)
+    return stats, labels
 
 
 # ---------------------------------------------------------------------------------------------- epochs
 @dataclass
 class TeacherStats:
-    """Per-teacher episode statistics of one collection (numpy-free tensors on the CPU, one entry per teacher)."""
+    """Per-teacher episode statistics of one collection (CPU tensors, one entry per teacher)."""
 
     mean_return: torch.Tensor
     mean_length: torch.Tensor
     share_terminated: torch.Tensor
 
     @classmethod
-    def of_rollouts(cls, parts: list) -> "TeacherStats":
-        """Statistics of rollouts ``parts`` = [(rollout, teachers in it, episodes per teacher), ...] in teacher order."""
-        r, l, t = zip(*((ro.returns.view(count, per).mean(1).cpu(),
-                         ro.lengths.view(count, per).double().mean(1).cpu(),
-                         ro.terminated.view(count, per).double().mean(1).cpu()) for ro, count, per in parts))
+    def of_blocks(cls, parts: list[tuple[EpisodeStats, Block]]) -> "TeacherStats":
+        """Statistics of flown blocks ``parts`` = [(stats, block), ...] in teacher order."""
+        r, l, t = zip(*((s.returns.view(b.count, b.per_teacher).mean(1),
+                         s.lengths.view(b.count, b.per_teacher).double().mean(1),
+                         s.terminated.view(b.count, b.per_teacher).double().mean(1)) for s, b in parts))
         return cls(torch.cat(r), torch.cat(l), torch.cat(t))
 
     def summary(self) -> dict:
@@ -359,28 +183,21 @@ class TeacherStats:
         }
 
 
-def _chunks(num_teachers: int, per_teacher: int, num_envs: int):
-    step = max(1, num_envs // per_teacher)
-    for first in range(0, num_teachers, step):
-        yield first, min(step, num_teachers - first)
-
-
 def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, generator: torch.Generator,
             device: torch.device | str, student=None, position_offsets: torch.Tensor | None = None,
             dataset: EpisodeDataset | None = None) -> TeacherStats:
     """One epoch's data: ``num_episodes`` episodes per teacher, flown by the teachers (``student=None``) or the
     student, appended to ``dataset`` teacher by teacher. Returns each teacher's episode statistics."""
     parts = []
-    for first, count in _chunks(len(bank), num_episodes, num_envs):
-        env = episode_env(bank.teachers, first, count, num_episodes, env_cfg, generator, device)
-        offsets = None if position_offsets is None else position_offsets[first:first + count]
-        ro = rollout(env, bank, first, count, num_episodes, student=student, position_offsets=offsets,
-                     record=dataset is not None)
+    for block in Block.covering(len(bank), num_episodes, num_envs):
+        env = episode_env(bank.teachers, block, env_cfg, generator, device)
+        offsets = None if position_offsets is None else block.of(position_offsets)
+        stats, labels = fly_block(env, bank, block, student=student, position_offsets=offsets,
+                                  record=dataset is not None)
         if dataset is not None:
-            teacher_ids = torch.arange(first, first + count).repeat_interleave(num_episodes)
-            dataset.add_episodes(ro.observations, ro.targets, ro.lengths, teacher_ids)
-        parts.append((ro, count, num_episodes))
-    return TeacherStats.of_rollouts(parts)
+            dataset.add_episodes(labels.observations, labels.targets, stats.lengths, block.teacher_ids())
+        parts.append((stats, block))
+    return TeacherStats.of_blocks(parts)
 
 
 def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int = 100,
@@ -393,14 +210,37 @@ def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int =
     Returns offsets (num_teachers, 3) float32 on the CPU (zero for a teacher with no step in the window, and for
     every teacher when ``window`` is None: statistics only)."""
     offsets, parts = [], []
-    for first, count in _chunks(len(bank), num_episodes, num_envs):
-        env = episode_env(bank.teachers, first, count, num_episodes, env_cfg, generator, device)
-        ro = rollout(env, bank, first, count, num_episodes, record=False, offset_window=window)
+    for block in Block.covering(len(bank), num_episodes, num_envs):
+        env = episode_env(bank.teachers, block, env_cfg, generator, device)
+        stats, labels = fly_block(env, bank, block, record=False, offset_window=window)
         if window is None:
-            offsets.append(torch.zeros(count, 3))
+            offsets.append(torch.zeros(block.count, 3))
         else:
-            s = ro.position_sum.view(count, num_episodes, 3).sum(1)
-            c = ro.position_count.view(count, num_episodes).sum(1).clamp(min=1)
+            s = labels.position_sum.view(block.count, block.per_teacher, 3).sum(1)
+            c = labels.position_count.view(block.count, block.per_teacher).sum(1).clamp(min=1)
             offsets.append((s / c[:, None]).to(torch.float32).cpu())
-        parts.append((ro, count, num_episodes))
-    return torch.cat(offsets), TeacherStats.of_rollouts(parts)
+        parts.append((stats, block))
+    return torch.cat(offsets), TeacherStats.of_blocks(parts)
+
+
+def evaluate_teachers(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, generator: torch.Generator,
+                      device, window: tuple[int, int] | None, min_return: float | None) -> tuple[torch.Tensor, dict]:
+    """rl-tools' teacher evaluation before post-training: every teacher's steady-state position offset
+    (`estimate_position_offsets`; ``window`` None: no offsets, e.g. on Isaac Lab tasks, whose observations are not
+    l2f's) and its episode statistics; refuses teachers below ``min_return`` (rl-tools' SOLVED_RETURN, 300).
+    Returns (offsets, the record kept as the run's ``teacher_eval``)."""
+    t0 = time.perf_counter()
+    offsets, stats = estimate_position_offsets(bank, env_cfg, num_episodes=num_episodes, window=window,
+                                               num_envs=num_envs, generator=generator, device=device)
+    per_teacher = [{"name": teacher_label(t), "source": getattr(t, "source", ""),
+                    "return_mean": float(stats.mean_return[i]), "episode_length_mean": float(stats.mean_length[i]),
+                    "share_terminated": float(stats.share_terminated[i]), "position_offset": offsets[i].tolist()}
+                   for i, t in enumerate(bank.teachers)]
+    weak = [(p["name"], p["return_mean"]) for p in per_teacher if min_return is not None and p["return_mean"] < min_return]
+    if weak:
+        listed = ", ".join(f"{n} ({r:.1f})" for n, r in weak[:5])
+        raise DistillationError(f"{len(weak)} teacher(s) have a mean return below --min_teacher_return {min_return} "
+                                f"on their own dynamics ({num_episodes} episodes): {listed}; rl-tools refuses "
+                                f"unsolved teachers")
+    return offsets, {"summary": stats.summary(), "teachers": per_teacher, "episodes": num_episodes,
+                     "seconds": time.perf_counter() - t0}

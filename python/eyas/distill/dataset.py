@@ -221,3 +221,33 @@ def _check_batch_shape(batch_size: int, sequence_length: int) -> None:
         raise DatasetError(f"sequence_length must be >= 1, got {sequence_length}")
     if int(batch_size) < 1:
         raise DatasetError(f"batch_size must be >= 1, got {batch_size}")
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """The size of a run's dataset: ``per_epoch_steps`` one epoch adds at most (every episode at the step limit),
+    ``capacity`` in steps, ``max_episodes``. On-policy: one epoch; aggregating: every epoch, or the
+    ``max_dataset_steps`` cap (oldest episodes dropped), with room for one episode per step (short DAgger
+    episodes, 24 bytes each)."""
+
+    per_epoch_steps: int
+    capacity: int
+    max_episodes: int
+
+    @classmethod
+    def for_run(cls, num_teachers: int, num_episodes: int, max_episode_length: int, *, on_policy: bool,
+                n_epochs: int, max_dataset_steps: int | None) -> "DatasetPlan":
+        per_epoch = num_teachers * num_episodes * max_episode_length
+        per_epoch_episodes = num_teachers * num_episodes
+        if on_policy:
+            return cls(per_epoch, per_epoch, per_epoch_episodes)
+        capacity = max_dataset_steps or per_epoch * n_epochs
+        return cls(per_epoch, capacity, min(capacity, per_epoch_episodes * n_epochs))
+
+    def allocate(self, num_obs: int, num_actions: int, device) -> EpisodeDataset:
+        try:
+            return EpisodeDataset(self.capacity, num_obs, num_actions, max_episodes=self.max_episodes, device=device)
+        except (RuntimeError, MemoryError) as e:  # allocation failure
+            need = EpisodeDataset.nbytes_for(self.capacity, num_obs, num_actions, self.max_episodes)
+            raise DistillationError(f"cannot allocate the dataset ({self.capacity} steps, {need / 2**20:.0f} MiB): "
+                                    f"{e}; use --on_policy or --max_dataset_steps") from e

@@ -20,19 +20,9 @@ def _figure_module():
 
 
 def _save(fig, path: Path) -> Path:
-    import os
-    import tempfile
+    from eyas.io import atomic_with
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_with(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=path.suffix)
 
 
 def plot_training(log_dir: Path) -> Path:
@@ -43,7 +33,7 @@ def plot_training(log_dir: Path) -> Path:
     log_dir = Path(log_dir)
     history = json.loads((log_dir / "history.json").read_text())
     rows, teacher = history["history"], history["teacher_eval"]["summary"]
-    state = torch.load(log_dir / "state.pt", map_location="cpu", weights_only=False)
+    state = torch.load(log_dir / "state.pt", map_location="cpu", weights_only=True)
     loss = np.asarray(state["loss_steps"], dtype=float)
     epochs = np.array([r["epoch"] for r in rows])
     actor_student = np.array([r["actor"] == "student" for r in rows])

@@ -6,7 +6,6 @@
 """
 import gymnasium as gym
 
-from .evaluation import EvaluationResult, evaluate, student_policy_fn
 from .point_control import (
     InitCfg,
     ObservationNoiseCfg,
@@ -18,6 +17,7 @@ from .point_control import (
     make_env,
     policy_observation,
 )
+from .rollout import EpisodeStats, PolicyFn, evaluate, rollout, student_policy_fn
 
 TASK_ID = "Isaac-Quadcopter-Point-Ctrl-v0"
 
@@ -28,7 +28,7 @@ if TASK_ID not in gym.registry:
 
 __all__ = [
     "TASK_ID",
-    "EvaluationResult",
+    "EpisodeStats",
     "InitCfg",
     "ObservationNoiseCfg",
     "PointControlEnv",
@@ -39,5 +39,7 @@ __all__ = [
     "evaluate",
     "make_env",
     "policy_observation",
+    "PolicyFn",
+    "rollout",
     "student_policy_fn",
 ]

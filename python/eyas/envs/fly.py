@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from eyas.envs.evaluation import EvaluationResult, evaluate, student_policy_fn
+from eyas.envs.rollout import EpisodeStats, evaluate, student_policy_fn
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.sim import MODEL_NAMES
 
@@ -31,7 +31,7 @@ def default_checkpoint() -> Path:
 
 
 def fly(policy: torch.nn.Module, dynamics: str, episodes: int, seed: int = 0, device: str = "cpu",
-        max_parallel: int = 1000, record: int = 0) -> EvaluationResult:
+        max_parallel: int = 1000, record: int = 0) -> EpisodeStats:
     """Evaluate `policy` on `episodes` episodes of `dynamics` ("randomized" or a registry model)."""
     cfg = PointControlEnvCfg(num_envs=min(episodes, max_parallel), device=device, seed=seed, dynamics=dynamics)
     env = PointControlEnv(cfg)
@@ -46,11 +46,11 @@ def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def format_row(name: str, result: EvaluationResult) -> str:
-    low, high = wilson_interval(result.share_terminated, result.num_episodes)
-    return (f"{name:<12} {result.num_episodes:>8} {100 * result.share_terminated:>11.1f} %"
-            f"  [{100 * low:4.1f}, {100 * high:4.1f}]  {100 * result.mean_position_error:>10.2f} cm"
-            f"  {result.mean_return:>9.1f}  {result.mean_length:>7.1f}")
+def format_row(name: str, result: EpisodeStats) -> str:
+    low, high = wilson_interval(result.share_terminated, result.episodes)
+    return (f"{name:<12} {result.episodes:>8} {100 * result.share_terminated:>11.1f} %"
+            f"  [{100 * low:4.1f}, {100 * high:4.1f}]  {100 * result.position_error_mean:>10.2f} cm"
+            f"  {result.return_mean:>9.1f}  {result.episode_length_mean:>7.1f}")
 
 
 HEADER = (f"{'dynamics':<12} {'episodes':>8} {'terminated':>13}  {'95% CI':>12}  {'pos. error':>13}"

@@ -93,31 +93,66 @@ def sample_domain_randomized_params(
 ) -> Params:
     """`num` parameter sets drawn like l2f's domain randomisation (see module docstring) around `nominal`
     (default: the Crazyflie with RAPTOR's MDP). `generator` must live on `device`. `validate=False` skips
-    the (host-syncing) parameter check."""
+    the (host-syncing) parameter check.
+
+    Each enabled range takes one draw of `num` values from `generator`, in the order of the module docstring's
+    steps (t2w, mass, tti, size deviation, torque constant, disturbance, rising, falling time constant); a
+    disabled range takes none. Invalid ranges raise ValueError before any draw."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
+    p = _nominal_batch(num, nominal, device)
+    _check_ranges(ranges)
+    thrust_to_weight, scale_relative = _sample_thrust_and_mass(p, ranges, generator)
+    _sample_inertia_and_size(p, ranges, generator, thrust_to_weight, scale_relative)
+    _sample_rotor_and_disturbance(p, ranges, generator, thrust_to_weight)
+    like = p.dynamics.mass
+    for name, value in ranges.as_l2f().items():
+        setattr(p.domain_randomization, name, torch.full_like(like, value))
+    out = p.to(dtype=dtype)
+    if validate:
+        out.validate()
+    return out
+
+
+def _check_ranges(ranges: DomainRandomizationRanges) -> None:
+    """Raise ValueError for the first range l2f's sampler cannot use (checked in sampling order)."""
+    if ranges.thrust_to_weight is not None:
+        low, high = ranges.thrust_to_weight
+        if not (1.5 <= low < high):
+            raise ValueError("thrust_to_weight range must satisfy 1.5 <= min < max (l2f), "
+                             f"got {ranges.thrust_to_weight}")
+    for name in ("mass", "torque_to_inertia"):
+        value = getattr(ranges, name)
+        if value is not None and not (0 < value[0] < value[1]):
+            raise ValueError(f"{name} range must satisfy 0 < min < max, got {value}")
+    if ranges.mass_size_deviation is not None and float(ranges.mass_size_deviation) == 0:
+        raise ValueError("mass_size_deviation must be non-zero (use None to disable it)")
+    if (ranges.rotor_time_constant_rising is None) != (ranges.rotor_time_constant_falling is None):
+        raise ValueError("rising and falling rotor time constants are randomised together (l2f); set both or neither")
+
+
+def _nominal_batch(num: int, nominal: Params | None, device: torch.device | str) -> Params:
+    """`nominal` (default: the registry Crazyflie) as float64 on `device`, expanded to a batch of `num`."""
     if nominal is None:
         nominal = model_params("crazyflie", dtype=torch.float64, device=device)
     if nominal.batch_size != 1:
         raise ValueError(f"nominal must be a single parameter set, got a batch of {nominal.batch_size}")
     if nominal.dtype != torch.float64 or nominal.device != torch.device(device):
         nominal = nominal.to(device=device, dtype=torch.float64)
-    p = nominal.expand(num)
-    d = p.dynamics
-    mass_nominal = d.mass.clone()
-    gravity_norm = torch.linalg.vector_norm(d.gravity, dim=-1)
-    max_action = d.action_limit.max[:, None]
-    c = d.rotor_thrust_coefficients
-    max_thrust_nominal = (c[..., 0] + c[..., 1] * max_action + c[..., 2] * max_action * max_action).sum(-1)
-    thrust_to_weight = max_thrust_nominal / (mass_nominal * gravity_norm)
-    like = d.mass
+    return nominal.expand(num)
 
+
+def _sample_thrust_and_mass(p: Params, ranges: DomainRandomizationRanges,
+                            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 in place on `p.dynamics` (mass, thrust curves); returns (thrust-to-weight, relative scale),
+    the nominal values (p's own ratio, 1) where a range is disabled."""
+    d = p.dynamics
+    num, like = p.batch_size, d.mass
+    mass_nominal = d.mass.clone()
+    thrust_to_weight = thrust_to_weight_ratio(p)
     factor_thrust_to_weight = torch.ones_like(like)
     if ranges.thrust_to_weight is not None:
-        low, high = ranges.thrust_to_weight
-        if not (1.5 <= low < high):
-            raise ValueError(f"thrust_to_weight range must satisfy 1.5 <= min < max (l2f), got {ranges.thrust_to_weight}")
-        sampled = _uniform(num, low, high, generator, like)
+        sampled = _uniform(num, *ranges.thrust_to_weight, generator, like)
         factor_thrust_to_weight = sampled / thrust_to_weight
         thrust_to_weight = sampled
 
@@ -125,70 +160,71 @@ def sample_domain_randomized_params(
     factor_mass = torch.ones_like(like)
     if ranges.mass is not None:
         low, high = ranges.mass
-        if not (0 < low < high):
-            raise ValueError(f"mass range must satisfy 0 < min < max, got {ranges.mass}")
-        size = _uniform(num, low ** (1 / 3), high ** (1 / 3), generator, like)
+        size = _uniform(num, low ** (1 / 3), high ** (1 / 3), generator, like)  # uniform in size, not in mass
         mass = (size * size * size).clamp(low, high)
         scale_relative = (mass / mass_nominal) ** (1 / 3)
         factor_mass = mass / mass_nominal
         d.mass = mass
     if ranges.thrust_to_weight is not None or ranges.mass is not None:
-        d.rotor_thrust_coefficients = c * (factor_thrust_to_weight * factor_mass)[:, None, None]
+        factor = factor_thrust_to_weight * factor_mass
+        d.rotor_thrust_coefficients = d.rotor_thrust_coefficients * factor[:, None, None]
+    return thrust_to_weight, scale_relative
 
+
+def _sample_inertia_and_size(p: Params, ranges: DomainRandomizationRanges, generator: torch.Generator | None,
+                             thrust_to_weight: torch.Tensor, scale_relative: torch.Tensor) -> None:
+    """Steps 4-6 in place on `p` (J, J_inv, rotor positions and the position limits that scale with them);
+    expects `p.dynamics.mass` already sampled (step 2)."""
+    d = p.dynamics
+    num, like = p.batch_size, d.mass
     torque_to_inertia_factor = torch.ones_like(like)
     if ranges.torque_to_inertia is not None:
-        low, high = ranges.torque_to_inertia
-        if not (0 < low < high):
-            raise ValueError(f"torque_to_inertia range must satisfy 0 < min < max, got {ranges.torque_to_inertia}")
-        max_thrust = thrust_to_weight * d.mass * gravity_norm / 4
+        max_thrust = thrust_to_weight * d.mass * torch.linalg.vector_norm(d.gravity, dim=-1) / 4
         max_torque = d.rotor_positions[:, 0, 0].abs() * 1.414213562373095 * max_thrust
         torque_to_inertia_nominal = max_torque / d.J[:, 0, 0]
-        torque_to_inertia_factor = _uniform(num, low, high, generator, like) / torque_to_inertia_nominal
+        torque_to_inertia_factor = _uniform(num, *ranges.torque_to_inertia, generator, like) / torque_to_inertia_nominal
 
     rotor_distance_factor = torch.ones_like(like)
     if ranges.mass_size_deviation is not None:
         deviation = float(ranges.mass_size_deviation)
-        if deviation == 0:
-            raise ValueError("mass_size_deviation must be non-zero (use None to disable it)")
+        # l2f passes (-dev, dev) as the normal's (mean, std)
         f = -deviation + deviation * torch.randn(num, generator=generator, device=like.device, dtype=like.dtype)
         size_factor = torch.where(f < 0, 1 / (1 - f), 1 + f)
         rotor_distance_factor = scale_relative * size_factor
 
-    if ranges.torque_to_inertia is not None or ranges.mass_size_deviation is not None:
-        inertia_factor = torque_to_inertia_factor / rotor_distance_factor
-        diagonal = torch.eye(3, dtype=torch.bool, device=like.device)
-        d.J = torch.where(diagonal, d.J / inertia_factor[:, None, None], d.J)
-        d.J_inv = torch.where(diagonal, d.J_inv * inertia_factor[:, None, None], d.J_inv)
-        d.rotor_positions = d.rotor_positions * rotor_distance_factor[:, None, None]
-        max_rotor_distance = torch.linalg.vector_norm(d.rotor_positions, dim=-1).amax(dim=-1)
-        p.mdp.termination.position_threshold = max_rotor_distance * 20
-        p.mdp.init.max_position = max_rotor_distance * 10
+    if ranges.torque_to_inertia is None and ranges.mass_size_deviation is None:
+        return
+    inertia_factor = torque_to_inertia_factor / rotor_distance_factor
+    diagonal = torch.eye(3, dtype=torch.bool, device=like.device)
+    d.J = torch.where(diagonal, d.J / inertia_factor[:, None, None], d.J)
+    d.J_inv = torch.where(diagonal, d.J_inv * inertia_factor[:, None, None], d.J_inv)
+    d.rotor_positions = d.rotor_positions * rotor_distance_factor[:, None, None]
+    max_rotor_distance = torch.linalg.vector_norm(d.rotor_positions, dim=-1).amax(dim=-1)
+    p.mdp.termination.position_threshold = max_rotor_distance * 20
+    p.mdp.init.max_position = max_rotor_distance * 10
 
+
+def _sample_rotor_and_disturbance(p: Params, ranges: DomainRandomizationRanges, generator: torch.Generator | None,
+                                  thrust_to_weight: torch.Tensor) -> None:
+    """Steps 7-9 in place on `p`: rotor torque constant, disturbance force, rotor time constants (one value
+    per parameter set, shared by its four rotors)."""
+    d = p.dynamics
+    num, like = p.batch_size, d.mass
     if ranges.rotor_torque_constant is not None:
-        low, high = ranges.rotor_torque_constant
-        d.rotor_torque_constants = _uniform(num, low, high, generator, like)[:, None].expand(num, 4).clone()
+        d.rotor_torque_constants = _uniform(num, *ranges.rotor_torque_constant, generator, like)[:, None] \
+            .expand(num, 4).clone()
 
     if ranges.disturbance_force_max is not None:
         surplus = (thrust_to_weight - 1.0).clamp(min=0)
         multiple = _uniform(num, torch.zeros_like(like), surplus * ranges.disturbance_force_max, generator, like)
         p.disturbances.random_force.mean = torch.zeros_like(like)
-        p.disturbances.random_force.std = multiple * thrust_to_weight * d.mass / 3
+        p.disturbances.random_force.std = multiple * thrust_to_weight * d.mass / 3  # sic: no g (l2f)
 
-    if ranges.rotor_time_constant_rising is not None or ranges.rotor_time_constant_falling is not None:
-        if ranges.rotor_time_constant_rising is None or ranges.rotor_time_constant_falling is None:
-            raise ValueError("rising and falling rotor time constants are randomised together (l2f); set both or neither")
+    if ranges.rotor_time_constant_rising is not None:  # _check_ranges: both or neither
         rising = _uniform(num, *ranges.rotor_time_constant_rising, generator, like)
         falling = _uniform(num, *ranges.rotor_time_constant_falling, generator, like)
         d.rotor_time_constants_rising = rising[:, None].expand(num, 4).clone()
         d.rotor_time_constants_falling = falling[:, None].expand(num, 4).clone()
-
-    l2f_ranges = ranges.as_l2f()
-    for name, value in l2f_ranges.items():
-        setattr(p.domain_randomization, name, torch.full_like(like, value))
-    out = p.to(dtype=dtype)
-    if validate:
-        out.validate()
-    return out
 
 
 def thrust_to_weight_ratio(params: Params) -> torch.Tensor:

@@ -146,9 +146,9 @@ def _train(args) -> int:
         side = train_teacher(name, Path(args.out) / name, dynamics, opts)
         ev, tr = side["evaluation"], side["training"]
         print(f"[{name}] {tr['iterations']} it, {tr['env_steps']} steps, train {tr['train_time_s']:.0f} s "
-              f"(wall {tr['wall_time_s']:.0f} s, stopped by {tr['stopped_by']}), selected it {tr['selected_iteration']}: return {ev['mean_return']:.1f}, "
+              f"(wall {tr['wall_time_s']:.0f} s, stopped by {tr['stopped_by']}), selected it {tr['selected_iteration']}: return {ev['return_mean']:.1f}, "
               f"terminated {100 * ev['share_terminated']:.2f} %, final position error "
-              f"{100 * ev['mean_final_position_error']:.2f} cm -> {Path(args.out) / name / side['checkpoint']}",
+              f"{100 * ev['final_position_error_mean']:.2f} cm -> {Path(args.out) / name / side['checkpoint']}",
               flush=True)
         results.append(side)
     return 0
@@ -179,14 +179,14 @@ def _eval(args) -> int:
         env = PointControlEnv(cfg)
         summary = evaluate_actor(teacher, env, args.episodes, seed=args.seed)
         label = "randomized" if isinstance(dynamics, str) else "fixed"
-        print(f"{teacher.name:<28} {label:<12} {summary['episodes']:>8} {summary['mean_return']:>9.1f} "
-              f"{100 * summary['share_terminated']:>10.2f}% {_cm(summary['mean_final_position_error']):>10} "
-              f"{_cm(summary['mean_position_error_last_100']):>12}", flush=True)
+        print(f"{teacher.name:<28} {label:<12} {summary['episodes']:>8} {summary['return_mean']:>9.1f} "
+              f"{100 * summary['share_terminated']:>10.2f}% {_cm(summary['final_position_error_mean']):>10} "
+              f"{_cm(summary['position_error_mean']):>12}", flush=True)
         rows.append({"teacher": teacher.name, "source": teacher.source, "dynamics": label} | summary)
     if args.json:
-        from .train import atomic_write_text
+        from eyas.io import atomic_write
 
-        atomic_write_text(Path(args.json), json.dumps(rows, indent=1))
+        atomic_write(Path(args.json), json.dumps(rows, indent=1))
     return 0
 
 
@@ -197,7 +197,7 @@ def _cm(value: float) -> str:
 def _export(args) -> int:
     from .loading import resolve_checkpoint
     from .rsl_rl_io import read_sidecar
-    from .train import atomic_torch_save, atomic_write_text
+    from eyas.io import atomic_torch_save, atomic_write
 
     run = Path(args.run_dir)
     ckpt = resolve_checkpoint(run)
@@ -210,10 +210,10 @@ def _export(args) -> int:
     sidecar["checkpoint"] = ckpt.name
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(data, dest / ckpt.name)
-    atomic_write_text(dest / "teacher.json", json.dumps(sidecar, indent=1))
+    atomic_torch_save(dest / ckpt.name, data)
+    atomic_write(dest / "teacher.json", json.dumps(sidecar, indent=1))
     if (run / "curve.csv").is_file():
-        atomic_write_text(dest / "curve.csv", (run / "curve.csv").read_text())
+        atomic_write(dest / "curve.csv", (run / "curve.csv").read_text())
     print(f"exported {ckpt} -> {dest / ckpt.name} ({(dest / ckpt.name).stat().st_size / 1024:.0f} KiB)")
     return 0
 

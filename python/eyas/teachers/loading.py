@@ -143,3 +143,55 @@ def load_teacher_set(
         if not entries:
             raise TeacherError("empty teacher list")
     return [load_teacher(p, device=device, **kwargs) for p in entries]
+
+
+def is_gru_student_file(path) -> bool:
+    """True for an rl-tools HDF5 file whose actor contains a GRU layer (a student, not an MLP teacher)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            layers = f["actor"]["layers"]
+            return any(str(layers[k].attrs.get("type", "")) == "gru" for k in layers)
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def load_recurrent_teacher(path) -> "RecurrentTeacher":
+    """An rl-tools GRU student checkpoint (.h5) as a teacher; ``"foundation_policy"`` means the released RAPTOR
+    checkpoint of the foundation-policy package."""
+    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
+
+    from .bank import RecurrentTeacher
+
+    if str(path) == "foundation_policy":
+        try:
+            path = raptor_checkpoint_path()
+        except ImportError as e:
+            raise TeacherError("teacher 'foundation_policy' needs the foundation-policy package") from e
+    try:
+        policy = load_rltools_h5(path)
+    except (RLToolsH5Error, OSError, KeyError) as e:
+        raise TeacherError(f"cannot load recurrent teacher {path}: {e}") from e
+    return RecurrentTeacher(policy, name=Path(str(path)).stem, source=str(path))
+
+
+def load_teachers(sources: Iterable, device: str = "cpu") -> list:
+    """Teachers for distillation from files, teacher run directories or directories of teachers (`load_teacher_set`),
+    plus rl-tools GRU students (.h5, or ``foundation_policy``) as `RecurrentTeacher`s."""
+    out = []
+    for source in sources:
+        path = Path(str(source))
+        if str(source) == "foundation_policy" or (path.is_file() and path.suffix in HDF5_SUFFIXES
+                                                  and is_gru_student_file(path)):
+            out.append(load_recurrent_teacher(source).to(device))
+            continue
+        try:
+            out.extend(load_teacher_set(str(source), device=str(device)))
+        except TeacherError as e:
+            raise TeacherError(f"cannot load teachers: {e}") from e
+        except OSError as e:
+            raise TeacherError(f"cannot read teacher {source}: {e}") from e
+    if not out:
+        raise TeacherError("no teachers found in " + ", ".join(map(str, sources)))
+    return out

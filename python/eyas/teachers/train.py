@@ -8,7 +8,8 @@ Both read the env's `teacher` observation group (noise-free state, rotor speeds 
 
 A run directory holds rsl_rl's own checkpoints (`model_<it>.pt`), its TensorBoard events, `teacher.json`
 (task config, rsl_rl config, l2f dynamics, training summary, evaluation) and `curve.csv` (periodic
-deterministic evaluations).
+deterministic evaluations). `TeacherRunner` and its `IterationLogger` subclass rsl_rl's runner and logger so
+that evaluation, best-checkpoint selection, progress and early stops run after every logged iteration.
 """
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ import math
 import os
 import pickle
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from rsl_rl.runners import OnPolicyRunner
+from rsl_rl.utils.logger import Logger
+
+from eyas.io import atomic_torch_save, atomic_write
 
 from .base import TeacherError
 
@@ -113,55 +117,52 @@ def hover_action(params: Any, resolution: int = 2001) -> torch.Tensor:
 
 
 class _Stop(Exception):
-    """Raised from the logging hook to end `OnPolicyRunner.learn` early."""
+    """Raised from the per-iteration hook to end `OnPolicyRunner.learn` early."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+class IterationLogger(Logger):
+    """rsl_rl `Logger` that calls `after_log(it)` once iteration `it` is logged (None: a plain `Logger`).
+
+    `OnPolicyRunner.learn` logs right after each PPO update and before its periodic save, so the hook sees the
+    updated policy and the logger's totals (`tot_time`, `tot_timesteps`) including iteration `it`; an exception
+    it raises leaves `learn` without the final save."""
+
+    after_log: Callable[[int], None] | None = None
+
+    def log(self, it: int, *args, **kwargs) -> None:
+        super().log(it, *args, **kwargs)
+        if self.after_log is not None:
+            self.after_log(it)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """`torch.save` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+class TeacherRunner(OnPolicyRunner):
+    """`OnPolicyRunner` whose logger is an `IterationLogger` and whose checkpoints are written atomically."""
+
+    logger: IterationLogger
+
+    def __init__(self, env: Any, train_cfg: dict, log_dir: str | None = None, device: str = "cpu") -> None:
+        super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        # OnPolicyRunner builds its Logger inline; rebuild it as the subclass from the same arguments (before
+        # learn() it holds nothing but empty buffers)
+        self.logger = IterationLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
+                                      is_distributed=self.is_distributed, gpu_world_size=self.gpu_world_size,
+                                      gpu_global_rank=self.gpu_global_rank, device=self.device)
+
+    def save(self, path: str, infos: dict | None = None) -> None:
+        saved = self.alg.save()
+        saved["iter"] = self.current_learning_iteration
+        saved["infos"] = infos
+        atomic_torch_save(path, saved)
+        self.logger.save_model(path, self.current_learning_iteration)
 
 
-def _make_runner_class():
-    from rsl_rl.runners import OnPolicyRunner
-
-    class AtomicSaveRunner(OnPolicyRunner):
-        """`OnPolicyRunner` whose checkpoints are written atomically (temporary file, then rename)."""
-
-        def save(self, path: str, infos: dict | None = None) -> None:
-            saved = self.alg.save()
-            saved["iter"] = self.current_learning_iteration
-            saved["infos"] = infos
-            atomic_torch_save(saved, Path(path))
-            self.logger.save_model(path, self.current_learning_iteration)
-
-    return AtomicSaveRunner
+def _quiet(enabled: bool):
+    """Swallow stdout (rsl_rl's model printout, git notes and per-iteration reports) when `enabled`."""
+    return contextlib.redirect_stdout(io.StringIO()) if enabled else contextlib.nullcontext()
 
 
 def _progress(total: int, desc: str):
@@ -173,6 +174,19 @@ def _progress(total: int, desc: str):
         return None
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    # plain json.dumps (no default=): the sidecar holds only JSON types, anything else is a bug to raise on
+    atomic_write(path, json.dumps(obj, indent=1))
+
+
+def _write_curve(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
 def train_teacher(
     name: str,
     out_dir: str | os.PathLike,
@@ -182,11 +196,13 @@ def train_teacher(
     """Train one teacher into `out_dir` and return its sidecar dict (also written to `out_dir/teacher.json`).
 
     dynamics: "randomized" (privileged teacher), a registry model name, or an `eyas.sim.Params` batch of one.
+
+    `teacher.json` is written three times: with `"training": {"status": "running"}` before training, with the
+    training summary and selected checkpoint after it, and with the final `"evaluation"` of that checkpoint
+    (`opts.final_eval_episodes` episodes, env and episode seed `opts.seed + 20000`). Training envs use seed
+    `opts.seed`, periodic evaluations an env with seed `opts.seed + 10000` and episode seed `opts.seed + it`.
     """
     from eyas.envs import PointControlEnv, PointControlEnvCfg
-    from eyas.sim import Params, model_params
-
-    from .evaluate import evaluate_actor
 
     opts = options or TrainOptions()
     out = Path(out_dir)
@@ -194,24 +210,69 @@ def train_teacher(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
 
-    privileged = isinstance(dynamics, str) and dynamics == "randomized"
-    if isinstance(dynamics, str) and not privileged:
-        params = model_params(dynamics)
-    elif isinstance(dynamics, Params):
-        params = dynamics
-    else:
-        params = None
-    env_dynamics = "randomized" if privileged else params
-    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed, dynamics=env_dynamics,
-                                 **opts.env_overrides)
+    privileged, params = _resolve_dynamics(dynamics)
+    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed,
+                                 dynamics="randomized" if privileged else params, **opts.env_overrides)
     env = PointControlEnv(env_cfg)
     eval_env = PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
-
     train_cfg = copy.deepcopy(opts.train_cfg)
     train_cfg["run_name"] = name
-    quiet = contextlib.redirect_stdout(io.StringIO()) if opts.quiet else contextlib.nullcontext()
-    with quiet:  # rsl_rl prints the models and git notes; the progress bar (stderr) replaces that
-        runner = _make_runner_class()(env, train_cfg, log_dir=str(out), device=opts.device)
+    runner = _build_runner(env, train_cfg, out, created, opts)
+
+    sidecar = _initial_sidecar(name, privileged, params, env, env_cfg, train_cfg, opts)
+    _write_json(out / "teacher.json", sidecar)
+    if opts.select not in ("best", "last"):
+        raise ValueError(f"select must be 'best' or 'last', got {opts.select!r}")
+
+    monitor = _TrainingMonitor(name, runner, eval_env, out, opts)
+    if opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
+        monitor.evaluate(runner.current_learning_iteration - 1)
+    stopped_by = _learn(runner, monitor, opts)
+    train_time, wall_time = runner.logger.tot_time, monitor.wall_time()
+    if not monitor.curve or monitor.curve[-1]["iteration"] != runner.current_learning_iteration:
+        monitor.evaluate(runner.current_learning_iteration)
+    if runner.logger.writer is not None and hasattr(runner.logger.writer, "close"):
+        runner.logger.writer.close()
+
+    chosen = monitor.selected_iteration()
+    sidecar["checkpoint"] = f"model_{chosen}.pt"
+    sidecar["training"] = {
+        "status": "done",
+        "stopped_by": stopped_by,
+        "iterations": runner.current_learning_iteration + 1,
+        "env_steps": runner.logger.tot_timesteps,
+        "train_time_s": round(train_time, 1),
+        "eval_time_s": round(monitor.eval_time, 1),
+        "wall_time_s": round(wall_time, 1),
+        "torch_threads": torch.get_num_threads(),
+        "selection": opts.select,
+        "selected_iteration": chosen,
+        "curve": "curve.csv",
+    }
+    _write_json(out / "teacher.json", sidecar)
+    sidecar["evaluation"] = _final_evaluation(out, env_cfg, opts)
+    _write_json(out / "teacher.json", sidecar)
+    return sidecar
+
+
+def _resolve_dynamics(dynamics: Any) -> tuple[bool, Any]:
+    """(privileged, params): ("randomized", None) -> (True, None); a registry name -> its `Params`; a `Params`
+    batch -> itself; anything else -> (False, None), left for `PointControlEnvCfg` to judge."""
+    from eyas.sim import Params, model_params
+
+    privileged = isinstance(dynamics, str) and dynamics == "randomized"
+    if isinstance(dynamics, str) and not privileged:
+        return False, model_params(dynamics)
+    if isinstance(dynamics, Params):
+        return False, dynamics
+    return privileged, None
+
+
+def _build_runner(env: Any, train_cfg: dict, out: Path, created: bool, opts: TrainOptions) -> TeacherRunner:
+    """A `TeacherRunner` logging into `out`, its actor either loaded from `opts.init_checkpoint` or (with
+    `opts.hover_init`) started near hover; on a bad checkpoint `out` is removed again if this run `created` it."""
+    with _quiet(opts.quiet):  # rsl_rl prints the models and git notes; the progress bar (stderr) replaces that
+        runner = TeacherRunner(env, train_cfg, log_dir=str(out), device=opts.device)
 
     if opts.init_checkpoint is not None:
         # fine-tuning: the committed teachers carry no optimizer state, so Adam starts afresh; iterations continue
@@ -231,8 +292,13 @@ def train_teacher(
         with torch.no_grad():
             output_layer.weight.mul_(0.01)
             output_layer.bias.fill_(hover)
+    return runner
 
-    sidecar: dict[str, Any] = {
+
+def _initial_sidecar(name: str, privileged: bool, params: Any, env: Any, env_cfg: Any, train_cfg: dict,
+                     opts: TrainOptions) -> dict[str, Any]:
+    """`teacher.json` before training: everything but the checkpoint, training summary and evaluation."""
+    return {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
         "name": name,
@@ -248,121 +314,120 @@ def train_teacher(
         "options": {k: v for k, v in vars(opts).items() if k not in ("train_cfg", "env_overrides")},
         "training": {"status": "running"},
     }
-    atomic_write_text(out / "teacher.json", json.dumps(sidecar, indent=1))
 
-    if opts.select not in ("best", "last"):
-        raise ValueError(f"select must be 'best' or 'last', got {opts.select!r}")
-    curve: list[dict] = []
-    best: dict[str, Any] = {"return": -math.inf, "iteration": None}
-    t_start = time.time()
-    eval_time = 0.0
-    bar = _progress(opts.max_iterations, name) if opts.quiet else None
-    logger = runner.logger
-    original_log = logger.log
 
-    def evaluate_now(it: int) -> dict:
-        nonlocal eval_time
+def _learn(runner: TeacherRunner, monitor: "_TrainingMonitor", opts: TrainOptions) -> str:
+    """`runner.learn(opts.max_iterations)` with `monitor` after every iteration; returns what ended it:
+    "iterations", or the `_Stop` reason ("solved", "time budget"), in which case the last iteration is saved
+    here (learn() was interrupted before its own final save)."""
+    runner.logger.after_log = monitor.after_iteration
+    try:
+        with _quiet(opts.quiet):
+            runner.learn(opts.max_iterations, init_at_random_ep_len=True)
+    except _Stop as stop:
+        if runner.logger.writer is not None:
+            runner.save(str(monitor.out / f"model_{runner.current_learning_iteration}.pt"))
+            runner.logger.stop_logging_writer()
+        return stop.reason
+    finally:
+        monitor.close()
+    return "iterations"
+
+
+class _TrainingMonitor:
+    """Deterministic evaluations during training and what they decide: `curve` (rows of `curve.csv`, rewritten
+    after each), the best checkpoint (saved as `model_<it>.pt` when `opts.select == "best"`), early stops, and
+    the progress bar (or, not quiet, one printed line per evaluation)."""
+
+    def __init__(self, name: str, runner: TeacherRunner, eval_env: Any, out: Path, opts: TrainOptions) -> None:
+        self.name, self.runner, self.eval_env, self.out, self.opts = name, runner, eval_env, out, opts
+        self.curve: list[dict] = []
+        self.best_return = -math.inf
+        self.best_iteration: int | None = None
+        self.eval_time = 0.0  # seconds spent in evaluate() (not part of rsl_rl's tot_time)
+        self.t_start = time.time()
+        self.bar = _progress(opts.max_iterations, name) if opts.quiet else None
+
+    def wall_time(self) -> float:
+        return time.time() - self.t_start
+
+    def evaluate(self, it: int) -> dict:
+        """Evaluate the current policy (`opts.eval_envs` episodes, episode seed `opts.seed + it`) as iteration `it`;
+        appends the row to `curve` and returns it."""
+        from .evaluate import evaluate_actor
+
+        runner, logger = self.runner, self.runner.logger
         t0 = time.time()
         policy = runner.alg.get_policy()
         runner.alg.eval_mode()
         try:
-            summary = evaluate_actor(lambda obs: policy(obs), eval_env, opts.eval_envs, seed=opts.seed + it)
+            summary = evaluate_actor(lambda obs: policy(obs), self.eval_env, self.opts.eval_envs,
+                                     seed=self.opts.seed + it)
         finally:
             runner.alg.train_mode()
-        eval_time += time.time() - t0
+        self.eval_time += time.time() - t0
         row = {"iteration": it, "env_steps": logger.tot_timesteps, "train_time_s": round(logger.tot_time, 2),
-               "wall_time_s": round(time.time() - t_start, 2)} | summary
-        curve.append(row)
-        if opts.select == "best" and row["mean_return"] > best["return"]:
-            best.update({"return": row["mean_return"], "iteration": it})
-            runner.save(str(out / f"model_{it}.pt"))
+               "wall_time_s": round(self.wall_time(), 2)} | summary
+        self.curve.append(row)
+        if self.opts.select == "best" and row["return_mean"] > self.best_return:
+            self.best_return, self.best_iteration = row["return_mean"], it
+            runner.save(str(self.out / f"model_{it}.pt"))
         if logger.writer is not None:
-            for key in ("mean_return", "share_terminated", "mean_final_position_error", "mean_position_error_last_100"):
+            for key in ("return_mean", "share_terminated", "final_position_error_mean", "position_error_mean"):
                 if not math.isnan(row[key]):
                     logger.writer.add_scalar(f"Eval/{key}", row[key], it)
-        _write_curve(out / "curve.csv", curve)
+        _write_curve(self.out / "curve.csv", self.curve)
         return row
 
-    def log_hook(**kwargs) -> None:
-        it = kwargs["it"]
-        original_log(**kwargs)
-        done = it + 1
-        row = None
-        if opts.eval_interval and done % opts.eval_interval == 0:
-            row = evaluate_now(it)
-        if bar is not None:
-            post = {}
-            if logger.rewbuffer:
-                post["return"] = f"{sum(logger.rewbuffer) / len(logger.rewbuffer):.0f}"
-                post["len"] = f"{sum(logger.lenbuffer) / len(logger.lenbuffer):.0f}"
-            if curve:
-                post["eval_term"] = f"{curve[-1]['share_terminated']:.3f}"
-                post["eval_err"] = f"{curve[-1]['mean_final_position_error']:.3f}"
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)
-        elif row is not None:
-            print(f"[{name}] eval @ it {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+    def after_iteration(self, it: int) -> None:
+        """`IterationLogger` hook: evaluate every `opts.eval_interval` iterations, report progress, and raise
+        `_Stop` once an evaluation meets the solved thresholds (`opts.stop_when_solved`) or rsl_rl's training
+        time reaches `opts.max_minutes`."""
+        opts = self.opts
+        row = self.evaluate(it) if opts.eval_interval and (it + 1) % opts.eval_interval == 0 else None
+        self._report(it, row)
         if row is not None and opts.stop_when_solved and row["share_terminated"] <= opts.solved_terminated \
-                and row["mean_final_position_error"] <= opts.solved_position_error:
+                and row["final_position_error_mean"] <= opts.solved_position_error:
             raise _Stop("solved")
-        if opts.max_minutes is not None and logger.tot_time >= 60 * opts.max_minutes:
+        if opts.max_minutes is not None and self.runner.logger.tot_time >= 60 * opts.max_minutes:
             raise _Stop("time budget")
 
-    if opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
-        evaluate_now(runner.current_learning_iteration - 1)
-    logger.log = log_hook
-    stopped_by = "iterations"
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) if opts.quiet else contextlib.nullcontext():
-            runner.learn(opts.max_iterations, init_at_random_ep_len=True)
-    except _Stop as stop:
-        stopped_by = stop.reason
-        if logger.writer is not None:  # learn() was interrupted before its final save
-            runner.save(str(out / f"model_{runner.current_learning_iteration}.pt"))
-            logger.stop_logging_writer()
-    finally:
-        if bar is not None:
-            bar.close()
-    train_time, wall_time = logger.tot_time, time.time() - t_start
-    if not curve or curve[-1]["iteration"] != runner.current_learning_iteration:
-        evaluate_now(runner.current_learning_iteration)
+    def _report(self, it: int, row: dict | None) -> None:
+        if self.bar is None:
+            if row is not None:
+                print(f"[{self.name}] eval @ it {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+            return
+        logger, post = self.runner.logger, {}
+        if logger.rewbuffer:
+            post["return"] = f"{sum(logger.rewbuffer) / len(logger.rewbuffer):.0f}"
+            post["len"] = f"{sum(logger.lenbuffer) / len(logger.lenbuffer):.0f}"
+        if self.curve:
+            post["eval_term"] = f"{self.curve[-1]['share_terminated']:.3f}"
+            post["eval_err"] = f"{self.curve[-1]['final_position_error_mean']:.3f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
 
-    if logger.writer is not None and hasattr(logger.writer, "close"):
-        logger.writer.close()
+    def selected_iteration(self) -> int:
+        """The iteration whose checkpoint is the teacher: the best evaluated one, or (select "last", or no
+        evaluation yet) the runner's current one."""
+        if self.opts.select == "best" and self.best_iteration is not None:
+            return self.best_iteration
+        return self.runner.current_learning_iteration
 
-    last_it = runner.current_learning_iteration
-    chosen = best["iteration"] if opts.select == "best" and best["iteration"] is not None else last_it
-    sidecar["checkpoint"] = f"model_{chosen}.pt"
-    sidecar["training"] = {
-        "status": "done",
-        "stopped_by": stopped_by,
-        "iterations": last_it + 1,
-        "env_steps": logger.tot_timesteps,
-        "train_time_s": round(train_time, 1),
-        "eval_time_s": round(eval_time, 1),
-        "wall_time_s": round(wall_time, 1),
-        "torch_threads": torch.get_num_threads(),
-        "selection": opts.select,
-        "selected_iteration": chosen,
-        "curve": "curve.csv",
-    }
-    atomic_write_text(out / "teacher.json", json.dumps(sidecar, indent=1))
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
-    # final evaluation of the selected checkpoint through the same loader the distillation uses, on episodes
-    # (seed) not used for selection
+
+def _final_evaluation(out: Path, env_cfg: Any, opts: TrainOptions) -> dict:
+    """Evaluate the selected checkpoint through `load_teacher` (the loader distillation uses) on episodes not used
+    for selection: `opts.final_eval_episodes` of them, env and episode seed `opts.seed + 20000`."""
+    from eyas.envs import PointControlEnv
+
+    from .evaluate import evaluate_actor
     from .loading import load_teacher
 
     teacher = load_teacher(out, device=opts.device)
     final_env = PointControlEnv(env_cfg, num_envs=min(opts.final_eval_episodes, 1024), seed=opts.seed + 20_000)
     final = evaluate_actor(teacher, final_env, opts.final_eval_episodes, seed=opts.seed + 20_000)
-    sidecar["evaluation"] = final | {"seed": opts.seed + 20_000}
-    atomic_write_text(out / "teacher.json", json.dumps(sidecar, indent=1))
-    return sidecar
-
-
-def _write_curve(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    return final | {"seed": opts.seed + 20_000}

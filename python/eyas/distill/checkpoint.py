@@ -1,0 +1,121 @@
+"""What a distillation run writes and reads back: actors (rl-tools .h5 + eyas .pt), the starting student, the run
+state that ``--resume`` continues from (state.pt, history.json), and the foundation_policy check of an export."""
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import torch
+
+from eyas.distill.dataset import DistillationError
+from eyas.io import atomic_torch_save, atomic_write_json
+from eyas.model import StudentPolicy
+
+L2F_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
+STATE, HISTORY = "state.pt", "history.json"
+
+
+def save_actor(student: StudentPolicy, directory: Path, stem: str, meta: dict, environment: dict) -> None:
+    """``directory/stem.h5`` (rl-tools layout, float32, with its example) and ``directory/stem.pt``."""
+    from eyas.rltools_h5 import save_rltools_h5
+
+    cpu = copy.deepcopy(student).to("cpu", torch.float32)
+    cpu.reset()
+    save_rltools_h5(cpu, directory / f"{stem}.h5", meta={"exported_by": "eyas distill", **meta,
+                                                           "environment": environment})
+    atomic_torch_save(directory / f"{stem}.pt", {"state_dict": cpu.state_dict(), "num_obs": cpu.num_obs,
+                                                 "num_actions": cpu.num_actions, "hidden_dim": cpu.hidden_dim,
+                                                 "meta": meta})
+
+
+def actor_environment(embedded: bool, task: str) -> dict:
+    """The ``environment`` entry of an exported actor's meta: l2f's observation layout, or the Isaac Lab task."""
+    if embedded:
+        return {"name": "l2f", "observation": L2F_OBSERVATION}
+    return {"name": task, "backend": "isaaclab", "observation": "policy"}
+
+
+def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: int) -> dict:
+    """State dict of the student a run starts from: an rl-tools .h5 actor (``foundation_policy``: the released RAPTOR
+    policy) or an `eyas distill` .pt checkpoint (best_actor.pt, checkpoints/<epoch>/actor.pt)."""
+    from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
+
+    path = raptor_checkpoint_path() if source == "foundation_policy" else Path(source)
+    if not path.is_file():
+        raise DistillationError(f"--init_student {source}: file does not exist")
+    try:
+        if path.suffix in (".h5", ".hdf5"):
+            policy = load_rltools_h5(path)  # refuses NaN / inf parameters itself
+            shape = (policy.num_obs, policy.num_actions, policy.hidden_dim)
+            weights = policy.state_dict()
+        else:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            shape = (saved["num_obs"], saved["num_actions"], saved["hidden_dim"])
+            weights = saved["state_dict"]
+            if not all(torch.is_tensor(v) and bool(torch.isfinite(v).all()) for v in weights.values()):
+                raise DistillationError(f"--init_student {source}: the student's parameters contain NaN or inf")
+    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        detail = ("not an eyas distill .pt checkpoint" if isinstance(e, (pickle.UnpicklingError, KeyError))
+                  else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        raise DistillationError(f"--init_student {source}: cannot read a student from {path.name} ({detail})") from e
+    if shape != (num_obs, num_actions, hidden_dim):
+        raise DistillationError(f"--init_student {source}: the student maps {shape[0]} observations to {shape[1]} "
+                                f"actions with {shape[2]} GRU units; this run needs {num_obs} -> {num_actions} with "
+                                f"{hidden_dim}")
+    return weights
+
+
+def save_run_state(log_dir: Path, state: dict) -> None:
+    """state.pt (everything ``--resume`` needs: tensors and plain values only) and its readable part, history.json."""
+    atomic_torch_save(log_dir / STATE, state)
+    apg = state.get("apg")
+    atomic_write_json(log_dir / HISTORY, {"config": state["config"], "teacher_eval": state["teacher_eval"],
+                                          "offsets": state["offsets"].tolist(), "history": state["history"],
+                                          "apg": apg["history"] if apg is not None else []})
+
+
+def load_run_state(log_dir: Path) -> dict:
+    """state.pt of ``log_dir``, read without unpickling code (``weights_only=True``)."""
+    path = log_dir / STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise DistillationError(f"--resume: cannot read {path} ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]})") from e
+
+
+def check_resumable(state: dict, cfg, log_dir: Path, sources: list[str]) -> None:
+    """Refuse to continue ``state`` with ``cfg`` when a setting that ``--resume`` may not change differs (more are
+    fixed once the APG phase has started), when nothing is left to do, or when the teachers differ."""
+    from eyas.distill.config import resume_fixed
+
+    saved, mine, apg = state["config"], cfg.to_dict(), state.get("apg")
+    fixed, in_apg = resume_fixed(False), set(resume_fixed(apg is not None)) - set(resume_fixed(False))
+    changed = [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" + (" (the run is in its APG phase)" if k in in_apg else "")
+               for k in [*fixed, *sorted(in_apg)] if saved.get(k) != mine[k]]
+    if changed:
+        raise DistillationError(f"--resume: settings differ from the run in {log_dir}: " + "; ".join(changed))
+    apg_done = apg["trainer"]["iteration"] if apg is not None else 0
+    if int(state["epoch"]) + 1 >= cfg.training.n_epochs and apg_done >= cfg.apg.iterations:
+        raise DistillationError(f"--resume: the run in {log_dir} already finished epoch {state['epoch']}"
+                                + (f" and {apg_done} APG iterations" if apg_done else "")
+                                + f"; raise --n_epochs (now {cfg.training.n_epochs}) or --apg_iterations "
+                                  f"(now {cfg.apg.iterations}) to continue it")
+    saved_sources = state.get("teachers", [])
+    if saved_sources != sources:
+        raise DistillationError(f"--resume: the run in {log_dir} used {len(saved_sources)} other teachers "
+                                f"({saved_sources[:2]}...); pass the same --teacher_checkpoint")
+
+
+def check_foundation_policy(path: Path) -> dict:
+    """Load an exported actor with `foundation_policy.load` (which checks the stored example) when installed."""
+    try:
+        import foundation_policy
+    except ImportError:
+        return {"checked": False, "reason": "foundation_policy is not installed"}
+    try:
+        foundation_policy.load(str(path))
+    except Exception as e:  # noqa: BLE001 - report whatever the loader raises
+        return {"checked": True, "ok": False, "error": f"{type(e).__name__}: {e}"}
+    return {"checked": True, "ok": True}

@@ -1,0 +1,278 @@
+"""`DistillConfig`: every setting of a distillation run, written once.
+
+Each field carries its CLI help and whether ``--resume`` may change it; `eyas distill`'s flags are derived from
+these fields (`flag_table`), the flag name being the field name (``apg_<name>`` for the APG part). Defaults are
+rl-tools' post-training (src/foundation_policy/post_training/config.h). ``to_dict()`` is the flat, flag-named
+form written to config.json and state.pt (the same form as before the nested layout, so older runs resume).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from eyas.distill.dataset import DistillationError
+from eyas.envs import TASK_ID
+
+FIXED, FIXED_IN_APG = "fixed", "fixed in APG"  # what --resume may not change: ever / once APG has started
+
+
+def setting(default: Any = None, help: str = "", *, resume: str | None = None, flag: bool = True,
+            factory=None, **argparse_kwargs) -> Any:
+    """A config field with its CLI help (``flag=False``: no CLI flag), its resume rule and extra argparse options."""
+    metadata = {"help": help, "resume": resume, "flag": flag, "argparse": argparse_kwargs}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class CollectionConfig:
+    """What is flown each epoch (rl-tools' gather_epoch) and how teachers are checked."""
+
+    num_envs: int = setting(1024, "environment rows flown in parallel")
+    num_episodes: int = setting(10, "episodes per teacher and epoch", resume=FIXED)
+    epoch_teacher_forcing: int = setting(10, "epochs in which the teacher flies (behaviour cloning) before DAgger",
+                                         resume=FIXED)
+    on_policy: bool = setting(True, "rebuild the dataset every epoch (otherwise aggregate)", resume=FIXED)
+    position_offset_correction: bool = setting(
+        True, "subtract each teacher's steady-state position offset from the student's stored positions", resume=FIXED)
+    offset_episodes: int = setting(100, "teacher episodes for the steady-state offset / solved check", resume=FIXED)
+    offset_window: tuple[int, int] = setting((250, 500), "steps of the steady-state offset estimate", resume=FIXED,
+                                             flag=False)
+    min_teacher_return: float | None = setting(
+        None, "refuse teachers whose mean return is lower (default: rl-tools' SOLVED_RETURN 300 on the l2f env, no "
+              "check on Isaac Lab tasks)", type=float)
+    max_dataset_steps: int | None = setting(
+        None, "cap of an aggregating dataset (oldest episodes dropped); default: all epochs", resume=FIXED, type=int)
+
+    def validate(self) -> None:
+        _at_least(self, 1, "num_envs", "num_episodes", "offset_episodes")
+        _at_least(self, 0, "epoch_teacher_forcing")
+        a, b = self.offset_window
+        if not 0 <= a < b:
+            raise DistillationError(f"offset window must satisfy 0 <= start < end, got {self.offset_window}")
+
+
+@dataclass
+class TrainingConfig:
+    """The student and its imitation updates (rl-tools' post-training step)."""
+
+    n_epochs: int = setting(1000, "epochs (N_EPOCH)", resume=FIXED_IN_APG)
+    batch_size: int = setting(64, "sequences per batch", resume=FIXED)
+    sequence_length: int = setting(500, "steps per sequence; 1 = MLP-style batches of single steps", resume=FIXED)
+    learning_rate: float = setting(1e-4, "Adam step size (alpha)", resume=FIXED)
+    shuffle: bool = setting(True, "shuffle episodes before packing batches", resume=FIXED)
+    hidden_dim: int = setting(16, "GRU units (HIDDEN_DIM)", resume=FIXED, flag=False)
+    gradient_mode: str = setting("rltools", "GRU gradients as rl-tools computes them, or exact autograd (learns the "
+                                 "initial state)", resume=FIXED, choices=("rltools", "exact"))
+    init_student: str | None = setting(
+        None, "start from this student instead of rl-tools' initialisation: an rl-tools .h5 actor, an eyas distill "
+              ".pt (best_actor.pt), or foundation_policy (the released RAPTOR policy)", resume=FIXED, metavar="PATH")
+
+    def validate(self) -> None:
+        _at_least(self, 1, "n_epochs", "batch_size", "sequence_length")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise DistillationError(f"--learning_rate must be a positive number, got {self.learning_rate}")
+        if self.gradient_mode not in ("rltools", "exact"):
+            raise DistillationError(f"--gradient_mode must be 'rltools' or 'exact', got {self.gradient_mode!r}")
+
+
+@dataclass
+class EvaluationConfig:
+    """Held-out evaluations during the run and of the final actors."""
+
+    eval_episodes: int = setting(100, "held-out randomised-dynamics episodes per evaluation")
+    eval_registry_episodes: int = setting(10, "episodes per registry model per evaluation (0: none)")
+    eval_models: list[str] | None = setting(None, "registry models to evaluate on (default: all)", nargs="*")
+    eval_every: int = setting(1, "evaluate every N epochs")
+    final_eval_episodes: int = setting(1000, "held-out randomised episodes for the best actor's final evaluation")
+
+    def validate(self) -> None:
+        _at_least(self, 1, "eval_every")
+
+
+@dataclass
+class APGConfig:
+    """APG fine-tuning after the epochs (`eyas.distill.apg`; not rl-tools), flags ``--apg_<name>``."""
+
+    iterations: int = setting(0, "APG steps after the distillation epochs (0: rl-tools' algorithm only)")
+    # on a CPU a step with 1024 episodes costs little more than with 256 (op overhead)
+    envs: int = setting(1024, "episodes flown per APG step", resume=FIXED_IN_APG)
+    horizon: int = setting(200, "steps differentiated per episode", resume=FIXED_IN_APG)
+    learning_rate: float = setting(1e-3, "Adam step size of APG", resume=FIXED_IN_APG)
+    imitation_weight: float = setting(1.0, "weight of the teacher-imitation term in the APG loss",
+                                      resume=FIXED_IN_APG)
+    barrier_weight: float = setting(100.0, "weight of the barrier before the termination thresholds",
+                                    resume=FIXED_IN_APG)
+    barrier_start: float = setting(0.75, "share of each termination threshold where the barrier starts",
+                                   resume=FIXED_IN_APG)
+    tilt_weight: float = setting(0.2, "weight of the tilt cost 1 - R_zz", resume=FIXED_IN_APG)
+    grad_clip: float = setting(1.0, "gradient-norm clip", resume=FIXED_IN_APG)
+    eval_every: int = setting(25, "evaluate (and select the best actor) every N APG steps")
+    eval_episodes: int = setting(256, "randomised-dynamics episodes per APG evaluation (plus "
+                                 "--eval_registry_episodes per model)")
+
+    def validate(self) -> None:
+        _at_least(self, 0, "iterations")
+        _at_least(self, 1, "envs", "horizon", "eval_every", "eval_episodes")
+        for name in ("learning_rate", "grad_clip"):
+            value = getattr(self, name)
+            if not (value > 0 and value < float("inf")):
+                raise DistillationError(f"--apg_{name} must be a positive number, got {value}")
+        for name in ("imitation_weight", "barrier_weight", "tilt_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
+        if not 0 < self.barrier_start <= 1:
+            raise DistillationError(f"--apg_barrier_start must be in (0, 1], got {self.barrier_start}")
+
+    def check_horizon(self, max_episode_length: int) -> None:
+        if self.horizon > max_episode_length:
+            raise DistillationError(f"--apg_horizon {self.horizon} exceeds the episode length {max_episode_length}")
+
+
+@dataclass
+class DistillConfig:
+    """All settings of a distillation run, in parts; `from_flags` builds one from flag-named values."""
+
+    teacher_checkpoint: list[str] = setting(
+        help="teacher file(s) (.pt rsl_rl / .h5 rl-tools), teacher run directories, or a directory of teachers (one "
+             "teacher per dynamics set, as RAPTOR)", factory=list, nargs="+", metavar="PATH")
+    task: str = setting(TASK_ID, "environment id (the embedded env unless Isaac Lab provides it)", resume=FIXED)
+    env_backend: str = setting("auto", "auto: Isaac Lab when it is installed and registers --task, else the embedded "
+                               "l2f env", resume=FIXED, choices=("auto", "embedded", "isaaclab"))
+    isaaclab_packages: list[str] = setting(
+        help="packages that register Isaac Lab tasks (imported once the simulator runs): isaaclab_tasks plus your "
+             "extension's, e.g. my_extension.tasks", factory=lambda: ["isaaclab_tasks"], nargs="+", metavar="PACKAGE")
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    apg: APGConfig = field(default_factory=APGConfig)
+    checkpoint_every: int = setting(1, "checkpoint every N epochs")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    seed: int = setting(0, "seed of everything random in the run (one CPU generator)", resume=FIXED)
+    log_dir: str = setting("runs/distill", "run directory (checkpoints, TensorBoard, plots)")
+    plots: bool = setting(True, "write training.png and flights.png at the end")
+    num_threads: int | None = setting(None, "torch CPU threads (default: torch's choice)", type=int)
+
+    PARTS = {"collection": "", "training": "", "evaluation": "", "apg": "apg_"}  # part -> flag prefix
+
+    def validate(self) -> None:
+        """Every number and choice, checked before anything is built (the env-dependent checks come later)."""
+        _at_least(self, 1, "checkpoint_every")
+        for part in self.PARTS:
+            try:
+                getattr(self, part).validate()
+            except ValueError as e:
+                raise DistillationError(str(e)) from e
+
+    def to_dict(self) -> dict:
+        """Flat, flag-named settings (config.json)."""
+        out = {}
+        for name, (part, key) in flag_paths().items():
+            value = getattr(getattr(self, part), key) if part else getattr(self, key)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_flags(cls, **values) -> "DistillConfig":
+        """A config from flag-named values (``num_envs=..., apg_iterations=...``); unknown names are an error."""
+        paths = flag_paths()
+        unknown = sorted(set(values) - set(paths))
+        if unknown:
+            raise DistillationError(f"unknown distillation settings: {', '.join(unknown)}")
+        top, parts = {}, {part: {} for part in cls.PARTS}
+        for name, value in values.items():
+            part, key = paths[name]
+            if name == "offset_window" and value is not None:
+                value = tuple(value)
+            (parts[part] if part else top)[key] = value
+        built = {part: _part_class(part)(**kwargs) for part, kwargs in parts.items()}
+        return cls(**top, **built)
+
+    def replace(self, **values) -> "DistillConfig":
+        """A copy with flag-named values changed."""
+        return DistillConfig.from_flags(**(self.to_dict() | values))
+
+
+def _part_class(part: str):
+    return {"collection": CollectionConfig, "training": TrainingConfig, "evaluation": EvaluationConfig,
+            "apg": APGConfig}[part]
+
+
+def flag_paths() -> dict[str, tuple[str | None, str]]:
+    """Flag name -> (part or None, field name), in CLI order."""
+    out = {}
+    for f in dataclasses.fields(DistillConfig):
+        if f.name in DistillConfig.PARTS:
+            prefix = DistillConfig.PARTS[f.name]
+            out.update({prefix + g.name: (f.name, g.name) for g in dataclasses.fields(_part_class(f.name))})
+        else:
+            out[f.name] = (None, f.name)
+    return out
+
+
+def flag_table() -> list[tuple[str, dataclasses.Field]]:
+    """(flag name, field) of every setting, in CLI order; ``field.metadata`` holds help, resume rule, argparse."""
+    fields = {f.name: f for f in dataclasses.fields(DistillConfig)}
+    fields.update({f"{part}.{g.name}": g for part in DistillConfig.PARTS
+                   for g in dataclasses.fields(_part_class(part))})
+    return [(name, fields[f"{part}.{key}" if part else key]) for name, (part, key) in flag_paths().items()]
+
+
+def resume_fixed(apg_started: bool) -> list[str]:
+    """Flag names a resumed run must share with the run it continues (more once its APG phase has started)."""
+    rules = {FIXED, FIXED_IN_APG} if apg_started else {FIXED}
+    return [name for name, f in flag_table() if f.metadata.get("resume") in rules]
+
+
+def _at_least(cfg, low: int, *names: str) -> None:
+    prefix = "apg_" if isinstance(cfg, APGConfig) else ""
+    for name in names:
+        if int(getattr(cfg, name)) < low:
+            raise DistillationError(f"--{prefix}{name} must be >= {low}, got {getattr(cfg, name)}")
+
+
+# ---------------------------------------------------------------------------------------------- where it runs
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DistillationError(f"--device {name}: CUDA is not available in this PyTorch build / machine")
+    return device
+
+
+def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, device="cpu", seed: int = 0,
+                 packages=("isaaclab_tasks",)):
+    """The environment of ``task``: an `IsaacLabTask` when Isaac Lab is installed and one of the task ``packages``
+    registers that id (or ``backend="isaaclab"``), else the embedded l2f env (`PointControlEnvCfg`) for
+    Isaac-Quadcopter-Point-Ctrl-v0."""
+    from eyas.envs import PointControlEnvCfg
+    from eyas.envs.isaaclab_task import IsaacLabTask, isaaclab_installed, isaaclab_registers
+
+    if backend not in ("auto", "embedded", "isaaclab"):
+        raise DistillationError(f"--env_backend must be auto, embedded or isaaclab, got {backend!r}")
+    installed = isaaclab_installed()
+    if backend == "isaaclab" and not installed:
+        raise DistillationError("--env_backend isaaclab: Isaac Lab is not installed (packages isaaclab, "
+                                "isaaclab_tasks, isaaclab_rl)")
+    packages = tuple(packages)
+    if backend == "isaaclab" or (backend == "auto" and installed and isaaclab_registers(task, packages)):
+        return IsaacLabTask(task, num_envs=int(num_envs), device=str(device), seed=int(seed), packages=packages)
+    if task != TASK_ID:
+        why = ("Isaac Lab is not installed" if not installed else
+               f"not registered by {', '.join(packages)}; add its package with --isaaclab_packages")
+        raise DistillationError(f"unknown --task {task!r} ({why}); the embedded env is {TASK_ID!r}")
+    return PointControlEnvCfg()
+
+
+def is_embedded(env_cfg) -> bool:
+    """True for the embedded l2f env (per-row dynamics, registry models, position offsets, recorded flights)."""
+    from eyas.envs import PointControlEnvCfg
+
+    return isinstance(env_cfg, PointControlEnvCfg)

@@ -1,0 +1,123 @@
+"""The end of a distillation run: save the best, distilled and final actors, evaluate them on the final held-out
+episodes (teachers on the same episodes as a reference), write summary.json, flights and plots; and the console
+summary `eyas distill` prints."""
+from __future__ import annotations
+
+from eyas.distill import checkpoint
+from eyas.distill.evaluation import record_flights, teacher_policy_fn
+from eyas.io import atomic_write_json
+from eyas.model import StudentPolicy
+
+
+def _actor(run, weights: dict) -> StudentPolicy:
+    student = StudentPolicy(run.num_obs, run.num_actions, run.cfg.training.hidden_dim).to(run.device)
+    student.load_state_dict(weights)
+    return student.eval()
+
+
+def save_final_actors(run, final) -> tuple[StudentPolicy, int, str, dict | None]:
+    """best_actor, final_actor (and distilled_actor after APG); returns (best, epoch chosen, rule, APG summary)."""
+    weights, best_epoch, chosen = run.distilled_actor()
+    distilled = _actor(run, weights)
+    meta = {"epoch_chosen": best_epoch, "selection": chosen, "teachers": len(run.bank)}
+    apg_summary = None
+    if run.apg_state is not None:  # the APG phase ran: its best evaluation is the best actor
+        best = _actor(run, run.apg_state["best"]["student"])
+        run.save_actor(distilled, run.log_dir, "distilled_actor", meta)
+        apg_best = run.apg_state["best"]["iteration"]
+        meta = {**meta, "apg_iteration_chosen": apg_best, "selection": f"{chosen}, then APG: best evaluation return"}
+        chosen = meta["selection"]
+        rows = run.apg_state["history"]
+        apg_summary = {"iterations": rows[-1]["iteration"], "best_iteration": apg_best,
+                       "seconds": {"train_s": sum(r["train_s"] for r in rows), "eval_s": sum(r["eval_s"] for r in rows)},
+                       "distilled_actor_final_eval": final(distilled)}
+        last, final_meta = run.apg_student, {"epoch": len(run.history) - 1, "apg_iteration": rows[-1]["iteration"]}
+    else:
+        best, last, final_meta = distilled, run.trainer.student, {"epoch": len(run.history) - 1}
+    run.save_actor(best, run.log_dir, "best_actor", meta)
+    run.save_actor(last, run.log_dir, "final_actor", final_meta)
+    return best, best_epoch, chosen, apg_summary
+
+
+def teachers_on_held_out(run, final) -> dict | None:
+    """Teachers trained over randomised dynamics fly the same held-out set: the like-for-like reference."""
+    privileged = [t for t in run.bank.teachers if getattr(t, "params", None) is None][:3]
+    if not any(name == final.held_out for name, _, _ in final.groups):
+        return None
+    rows = [final.evaluate_fn(teacher_policy_fn(t))[final.held_out] for t in privileged]
+    if not rows:
+        return None
+    return {"teachers": len(rows), "return_mean": sum(r["return_mean"] for r in rows) / len(rows),
+            "share_terminated": sum(r["share_terminated"] for r in rows) / len(rows)}
+
+
+def finish(run) -> dict:
+    """Everything a run writes at its end; returns the summary (summary.json)."""
+    c = run.cfg
+    final = run.make_evaluator(c.evaluation.final_eval_episodes, max(c.evaluation.eval_registry_episodes, 10),
+                               seed=c.seed + 2_000_029)
+    best, best_epoch, chosen, apg_summary = save_final_actors(run, final)
+    final_eval = final(best)
+    reference = teachers_on_held_out(run, final)
+    flights = record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017) if run.embedded else None
+    teachers = run.teacher_eval["summary"]
+    held_out = final_eval.get(final.held_out)
+    summary = {
+        "environment": ({"backend": "embedded", "task": c.task} if run.embedded else run.env_cfg.to_dict()),
+        "held_out": final.held_out,
+        "best_actor": str(run.log_dir / "best_actor.h5"), "best_epoch": best_epoch, "selection": chosen,
+        "best_collection_return": run.best["return"],
+        "teachers": {"count": len(run.bank), "return_mean": teachers["return_mean"],
+                     "share_terminated": teachers["share_terminated"], "episodes_each": run.teacher_eval["episodes"]},
+        "final_eval": final_eval,
+        "privileged_teachers_on_held_out": reference,
+        "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
+                                if held_out and teachers["return_mean"] else None),
+        "gradient_steps": run.trainer.num_updates, "epochs": len(run.history),
+        "seconds": {k: sum(r.get(k, 0.0) for r in run.history) for k in ("collect_s", "train_s", "eval_s")},
+        "apg": apg_summary,
+    }
+    summary["foundation_policy_check"] = checkpoint.check_foundation_policy(run.log_dir / "best_actor.h5")
+    atomic_write_json(run.log_dir / "summary.json", summary)
+    if flights is not None:
+        atomic_write_json(run.log_dir / "flights.json", flights, indent=None)
+    if c.plots:
+        from eyas.distill.plots import plot_run
+
+        summary["plots"] = [str(p) for p in plot_run(run.log_dir)]
+    return summary
+
+
+def summary_lines(summary: dict, task: str, log_dir: str, plots: bool) -> list[str]:
+    """What `eyas distill` prints at the end of a run."""
+    import json
+
+    held_out = summary["held_out"]
+    final = summary["final_eval"].get(held_out)
+    teachers = summary["teachers"]
+    lines = [json.dumps({k: summary[k] for k in ("best_actor", "best_epoch", "gradient_steps", "epochs")}),
+             f"teachers (own dynamics): mean return {teachers['return_mean']:.1f}, "
+             f"terminated {100 * teachers['share_terminated']:.2f}%"]
+    if final:
+        where = "held-out randomised dynamics" if held_out == "randomized" else f"task {task}"
+        lines.append(f"best student ({where}, {final['episodes']} episodes): mean return "
+                     f"{final['return_mean']:.1f} ({100 * summary['student_vs_teachers']:.1f}% of teachers), "
+                     f"terminated {100 * final['share_terminated']:.2f}%")
+    ref = summary.get("privileged_teachers_on_held_out")
+    if ref:
+        lines.append(f"  teacher(s) on the same held-out set: mean return {ref['return_mean']:.1f}, "
+                     f"terminated {100 * ref['share_terminated']:.2f}%")
+    apg = summary.get("apg")
+    if apg:
+        before = apg["distilled_actor_final_eval"][held_out]
+        lines.append(f"  before APG (rl-tools' algorithm, epoch {summary['best_epoch']}): mean return "
+                     f"{before['return_mean']:.1f}, terminated {100 * before['share_terminated']:.2f}%; APG chose "
+                     f"iteration {apg['best_iteration']} of {apg['iterations']}")
+    for name, ev in summary["final_eval"].items():
+        if name != held_out:
+            lines.append(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
+    names = ["training.png"] + (["flights.png"] if summary["environment"]["backend"] == "embedded" else [])
+    lines.append(f"outputs in {log_dir}: best_actor.h5 (rl-tools), best_actor.pt, "
+                 + ("distilled_actor.h5, " if apg else "") + "summary.json, TensorBoard events"
+                 + ("".join(f", {name}" for name in names) if plots else ""))
+    return lines

@@ -1,0 +1,204 @@
+"""The one episode loop of eyas: fly the rows of an env until each has finished its episodes, calling back per step.
+
+Collection (teachers label what the student or the teachers fly), evaluation (embedded env and Isaac Lab tasks),
+teacher evaluation and recorded flights all run `rollout` and read its `EpisodeStats`. (APG's differentiable
+flights step the simulator itself, `eyas.distill.apg`, since they need the graph and no auto-reset.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+PolicyFn = Callable[[TensorDict, torch.Tensor], torch.Tensor]  # (obs, reset_mask) -> actions
+StepHook = Callable[[int, TensorDict, torch.Tensor], None]  # (step, obs, running) before the policy acts
+
+RECORDED = ("position", "orientation", "linear_velocity", "angular_velocity", "rpm")  # state fields of a flight
+
+
+@dataclass
+class EpisodeStats:
+    """Per-episode results of a rollout (CPU tensors), ordered by (episode index within its row, row).
+
+    ``position_error``: mean |p - target| over the episode's last ``tail_steps`` steps (all of them if it was
+    shorter); ``final_position_error``: |p - target| after its last step. Both NaN where the env reports no
+    ``extras["position_error"]`` (Isaac Lab tasks)."""
+
+    returns: torch.Tensor  # float64
+    lengths: torch.Tensor  # int64
+    terminated: torch.Tensor  # bool
+    position_error: torch.Tensor  # float64
+    final_position_error: torch.Tensor  # float64
+    tail_steps: int = 100
+    trajectories: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.returns)
+
+    def __getitem__(self, rows: slice) -> "EpisodeStats":
+        return EpisodeStats(self.returns[rows], self.lengths[rows], self.terminated[rows], self.position_error[rows],
+                            self.final_position_error[rows], self.tail_steps)
+
+    @property
+    def episodes(self) -> int:
+        return len(self.returns)
+
+    @property
+    def return_mean(self) -> float:
+        return float(self.returns.numpy().mean())
+
+    @property
+    def episode_length_mean(self) -> float:
+        return float(self.lengths.numpy().mean())
+
+    @property
+    def share_terminated(self) -> float:
+        return float(self.terminated.numpy().mean())
+
+    @property
+    def position_error_mean(self) -> float:
+        """Mean `position_error` of the episodes that were not terminated (NaN if all were)."""
+        return _mean_completed(self.position_error, self.terminated)
+
+    @property
+    def final_position_error_mean(self) -> float:
+        return _mean_completed(self.final_position_error, self.terminated)
+
+    def summary(self) -> dict:
+        """The statistics every report uses (population std over episodes)."""
+        return {"episodes": self.episodes,
+                "return_mean": self.return_mean, "return_std": float(self.returns.numpy().std()),
+                "episode_length_mean": self.episode_length_mean,
+                "episode_length_std": float(self.lengths.numpy().std()),
+                "share_terminated": self.share_terminated,
+                "position_error_mean": self.position_error_mean,
+                "final_position_error_mean": self.final_position_error_mean}
+
+
+def _mean_completed(values: torch.Tensor, terminated: torch.Tensor) -> float:
+    completed = ~terminated
+    return float(values[completed].numpy().mean()) if bool(completed.any()) else math.nan
+
+
+class _FlightRecorder:
+    """The first episode of the first ``rows`` rows: the state before every step and the action taken."""
+
+    def __init__(self, rows: int):
+        self.flights = [{key: [] for key in (*RECORDED, "action")} for _ in range(rows)]
+        self.done = [False] * rows
+
+    def before_step(self, state, actions: torch.Tensor) -> None:
+        for i, flight in enumerate(self.flights):
+            if not self.done[i]:
+                flight["action"].append(actions[i].detach().cpu().numpy())
+                for key in RECORDED:
+                    flight[key].append(getattr(state, key)[i].cpu().numpy())
+
+    def episodes_ended(self, rows: list[int]) -> None:
+        for i in rows:
+            if i < len(self.done):
+                self.done[i] = True
+
+    def trajectories(self, env) -> list[dict]:
+        return [{k: np.stack(v) for k, v in flight.items()} | {"dt": float(env.params.integration.dt[i])}
+                for i, flight in enumerate(self.flights)]
+
+
+@torch.no_grad()
+def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_step: StepHook | None = None,
+            reset: bool = True, seed: int | None = None, tail_steps: int = 100, record_rows: int = 0,
+            sync_every: int = 1) -> EpisodeStats:
+    """Fly ``env``'s rows until every row has finished its ``ceil(num_episodes / num_envs)`` episodes (default one
+    each), the env restarting episodes itself; return the first ``num_episodes`` of them.
+
+    ``policy_fn(obs, reset_mask)``: ``reset_mask`` marks the rows that start an episode at this step (all at the
+    first); recurrent policies reset their state there. ``on_step(t, obs, running)`` runs before the policy acts,
+    ``running`` marking the rows whose counted episodes still run. ``reset``: `env.reset(seed=seed)` first, else
+    fly from `env.get_observations()` (a fresh env). ``record_rows``: record the first episode of that many rows
+    (`EpisodeStats.trajectories`, embedded env). ``sync_every``: steps between the host's checks for the end
+    (a GPU synchronises at each). Every row flies at most ``per_row * env.max_episode_length`` steps."""
+    n, device = env.num_envs, env.device
+    per_row = 1 if num_episodes is None else math.ceil(num_episodes / n)
+    obs = env.reset(seed=seed)[0] if reset else env.get_observations()
+    reset_mask = torch.ones(n, dtype=torch.bool, device=device)
+    episode_return = torch.zeros(n, dtype=torch.float64, device=device)
+    episode_length = torch.zeros(n, dtype=torch.long, device=device)
+    error_buffer = torch.zeros(n, tail_steps, dtype=torch.float64, device=device)
+    finished = torch.zeros(n, dtype=torch.long, device=device)
+    out = {"returns": torch.zeros(per_row, n, dtype=torch.float64, device=device),
+           "lengths": torch.zeros(per_row, n, dtype=torch.long, device=device),
+           "terminated": torch.zeros(per_row, n, dtype=torch.bool, device=device),
+           "position_error": torch.full((per_row, n), math.nan, dtype=torch.float64, device=device),
+           "final_position_error": torch.full((per_row, n), math.nan, dtype=torch.float64, device=device)}
+    recorder = _FlightRecorder(min(record_rows, n))
+    rows = torch.arange(n, device=device)
+    for t in range(per_row * int(env.max_episode_length)):
+        if on_step is not None:
+            on_step(t, obs, finished < per_row)
+        actions = policy_fn(obs, reset_mask)
+        if recorder.flights:
+            recorder.before_step(env.state, actions)
+        obs, rewards, dones, extras = env.step(actions)
+        episode_return += rewards.to(torch.float64)
+        error = extras.get("position_error")
+        if error is not None:
+            error_buffer[rows, episode_length % tail_steps] = error.to(torch.float64)
+        episode_length += 1
+        done = dones.bool()
+        if bool(done.any()):
+            ended = done.nonzero()[:, 0]
+            _store(out, ended, finished, per_row, episode_return, episode_length, error_buffer, error, extras)
+            recorder.episodes_ended(ended.tolist())
+            finished[ended] += 1
+            episode_return[ended], episode_length[ended], error_buffer[ended] = 0, 0, 0
+        reset_mask = done
+        if (t + 1) % sync_every == 0 and not bool((finished < per_row).any()):
+            break
+    take = n * per_row if num_episodes is None else num_episodes
+    flat = {k: v.reshape(-1)[:take].cpu() for k, v in out.items()}
+    return EpisodeStats(**flat, tail_steps=tail_steps,
+                        trajectories=recorder.trajectories(env) if recorder.flights else [])
+
+
+def _store(out: dict, ended, finished, per_row, episode_return, episode_length, error_buffer, error, extras) -> None:
+    """Write the episodes that ``ended`` rows finished into slot (episode index, row) of ``out``."""
+    counted = ended[finished[ended] < per_row]
+    k = finished[counted]
+    out["returns"][k, counted] = episode_return[counted]
+    out["lengths"][k, counted] = episode_length[counted]
+    out["terminated"][k, counted] = extras["terminated"][counted].bool()
+    if error is not None:
+        # a full buffer holds exactly the last `tail_steps` errors; a partial one the first `length` slots
+        tail = error_buffer.shape[1]
+        out["position_error"][k, counted] = error_buffer[counted].sum(-1) / episode_length[counted].clamp(max=tail)
+        out["final_position_error"][k, counted] = error[counted].to(torch.float64)
+
+
+def evaluate(policy_fn: PolicyFn, env, num_episodes: int, tail_steps: int = 100, record_envs: int = 0,
+             seed: int | None = None) -> EpisodeStats:
+    """`num_episodes` episodes of `policy_fn` in `env` (reset with ``seed`` first): every row contributes its first
+    ceil(num_episodes / num_envs) episodes, ordered by (episode index, row), so long and short episodes are
+    sampled without bias. `record_envs` > 0 records the first episode of that many rows (`eyas.envs.plots`)."""
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    return rollout(env, policy_fn, num_episodes=num_episodes, seed=seed, tail_steps=tail_steps,
+                   record_rows=record_envs)
+
+
+def student_policy_fn(policy: torch.nn.Module, obs_group: str = "policy") -> PolicyFn:
+    """Adapter for a recurrent `eyas.StudentPolicy` (or any module with `reset(batch_size=...)` and
+    `policy(obs, reset=mask)`): the hidden state is re-initialised where `reset_mask` is True."""
+    batch_size = None
+
+    def act(obs: TensorDict, reset_mask: torch.Tensor) -> torch.Tensor:
+        nonlocal batch_size
+        x = obs[obs_group]
+        if batch_size != x.shape[0]:
+            batch_size = x.shape[0]
+            policy.reset(batch_size=batch_size, device=x.device)
+        return policy(x, reset=reset_mask)
+    return act
