@@ -162,6 +162,27 @@ def test_run_writes_checkpoints_tensorboard_and_exports(tmp_path, teachers):
                 "randomized/return/mean"):
         assert tag in tags, tag
     assert len(acc.Scalars("loss")) == summary["gradient_steps"]
+    _check_position_error_reporting(summary, history, run)
+
+
+def _check_position_error_reporting(summary, history, run):
+    """Final position error and its interval for every group; RAPTOR and the teacher on the same final episodes;
+    RAPTOR on the per-epoch evaluation's episodes; one console row per group."""
+    from eyas.distill.report import position_error_table
+
+    for evals in (summary["final_eval"], summary["raptor_final_eval"], summary["teacher_final_eval"]):
+        assert set(evals) == {"randomized", "crazyflie"}
+        assert [evals[g]["episodes"] for g in evals] == [summary["final_eval"][g]["episodes"] for g in evals]
+    raptor = summary["raptor_final_eval"]["crazyflie"]
+    low, high = raptor["position_error_ci95"]
+    assert 0 < low <= raptor["position_error_mean"] <= high < 0.2  # RAPTOR holds the Crazyflie within centimetres
+    assert json.loads((run / "history.json").read_text())["teacher_eval"]["raptor_eval"].keys() == \
+        history[-1]["eval"].keys()
+    table = position_error_table(summary)
+    assert [line.split()[0] for line in table[2:]] == ["randomized", "crazyflie"] and "RAPTOR" in table[1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert "crazyflie/position_error/mean" in EventAccumulator(str(run)).Reload().Tags()["scalars"] or \
+        all(r["eval"]["crazyflie"]["share_terminated"] == 1 for r in history if "eval" in r)
 
 
 def test_resume_continues_exactly(tmp_path, teachers):

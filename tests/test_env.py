@@ -206,8 +206,8 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
         assert torch.equal(masks[k], dones_seen[k - 1])
     assert result.episodes == 6 and result.lengths.max() <= 10
     assert set(result.summary()) == {"episodes", "return_mean", "return_std", "episode_length_mean",
-                                     "episode_length_std", "share_terminated", "position_error_mean",
-                                     "final_position_error_mean"}
+                                     "episode_length_std", "share_terminated", "share_terminated_ci95",
+                                     "position_error_mean", "position_error_ci95", "final_position_error_mean"}
 
 
 def test_raptor_policy_hovers_the_crazyflie():

@@ -62,18 +62,24 @@ class RunLogger:
         tqdm.write(text, file=None)
 
 
+def _error(stats: dict) -> str:
+    """ position error 6.83 cm", or "" where the env reports none (Isaac Lab tasks)."""
+    error = stats.get("position_error_mean")
+    return f" position error {100 * error:5.2f} cm" if error is not None and error == error else ""
+
+
 def epoch_line(row: dict, held_out: dict | None) -> str:
     collected = row["evaluation"]
     return (f"epoch {row['epoch']:4d} {row['actor']:7s} return {collected['return_mean']:7.1f} "
             f"terminated {100 * collected['share_terminated']:5.1f}% | loss {row['loss']:.5f} "
             f"({row['num_batches']} batches) | held-out "
             + (f"{held_out['return_mean']:7.1f} terminated {100 * held_out['share_terminated']:5.1f}%"
-               if held_out else "-")
+               + _error(held_out) if held_out else "-")
             + f" | {row['collect_s']:.1f}s collect {row['train_s']:.1f}s train {row.get('eval_s', 0):.1f}s eval")
 
 
 def apg_line(row: dict, held_out: dict) -> str:
     return (f"apg {row['iteration']:5d} cost {row['cost']:.4f} imitation {row['imitation']:.5f} "
             f"ended in horizon {100 * row['terminated']:4.1f}% | evaluation return "
-            f"{held_out['return_mean']:7.1f} terminated {100 * held_out['share_terminated']:5.1f}% "
+            f"{held_out['return_mean']:7.1f} terminated {100 * held_out['share_terminated']:5.1f}%{_error(held_out)} "
             f"({held_out['episodes']} episodes) | {row['train_s']:.1f}s train {row['eval_s']:.1f}s eval")

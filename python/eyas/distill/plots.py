@@ -80,18 +80,7 @@ def plot_training(log_dir: Path) -> Path:
     a.set_title("share terminated")
     a.legend(fontsize=8)
 
-    a = ax[1, 1]
-    models = [n for n in (ev_rows[0]["eval"] if ev_rows else {}) if n != "randomized"]
-    for name in models:
-        a.plot(ev_epochs, [r["eval"][name]["return_mean"] for r in ev_rows], "o-", ms=2, label=name)
-    a.set_xlabel("epoch")
-    a.set_ylabel("mean return")
-    a.set_title("student on registry models")
-    if models:
-        a.legend(fontsize=8, ncol=2)
-    else:
-        a.text(0.5, 0.5, "no per-epoch registry evaluation\n(--eval_registry_episodes 0)", ha="center", va="center",
-               transform=a.transAxes)
+    _plot_position_errors(ax[1, 1], ev_epochs, ev_rows, history["teacher_eval"].get("raptor_eval"))
     if apg:
         _plot_apg(ax[2], apg, teacher)
     fig.suptitle(f"eyas distill: {log_dir.name}")
@@ -99,6 +88,23 @@ def plot_training(log_dir: Path) -> Path:
     out = _save(fig, log_dir / "training.png")
     plt.close(fig)
     return out
+
+
+def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None) -> None:
+    """Final position error per evaluation group (log scale), RAPTOR's on the same episodes dashed in the same
+    colour: what a point-control policy exists to minimise."""
+    groups = list(rows[0]["eval"]) if rows else []
+    for i, name in enumerate(groups):
+        errors = [100 * r["eval"][name].get("position_error_mean", np.nan) for r in rows]
+        line, = a.plot(epochs, errors, "o-", ms=2, color=f"C{i % 10}", label=name)
+        if raptor and name in raptor:
+            a.axhline(100 * raptor[name]["position_error_mean"], color=line.get_color(), ls="--", lw=0.8)
+    a.set_xlabel("epoch")
+    a.set_ylabel("final position error [cm] (episodes not terminated)")
+    a.set_title("position error per group" + (" (dashed: RAPTOR, same episodes)" if raptor else ""))
+    if groups:
+        a.set_yscale("log")
+        a.legend(fontsize=8, ncol=2)
 
 
 def _plot_apg(ax, rows: list[dict], teacher: dict) -> None:

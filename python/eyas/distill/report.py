@@ -4,7 +4,7 @@ summary `eyas distill` prints."""
 from __future__ import annotations
 
 from eyas.distill import checkpoint
-from eyas.distill.evaluation import record_flights, teacher_policy_fn
+from eyas.distill.evaluation import raptor_policy, record_flights, teacher_policy_fn
 from eyas.io import atomic_write_json
 from eyas.model import StudentPolicy
 
@@ -59,6 +59,8 @@ def finish(run) -> dict:
     best, best_epoch, chosen, apg_summary = save_final_actors(run, final)
     final_eval = final(best)
     reference = teachers_on_held_out(run, final)
+    raptor = raptor_policy(run.embedded, run.num_obs, run.num_actions, run.device)
+    privileged = next((t for t in run.bank.teachers if getattr(t, "params", None) is None), None)
     flights = record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017) if run.embedded else None
     teachers = run.teacher_eval["summary"]
     held_out = final_eval.get(final.held_out)
@@ -71,6 +73,10 @@ def finish(run) -> dict:
                      "share_terminated": teachers["share_terminated"], "episodes_each": run.teacher_eval["episodes"]},
         "final_eval": final_eval,
         "privileged_teachers_on_held_out": reference,
+        # the same final episodes flown by the released RAPTOR policy and by the (first) privileged teacher
+        "raptor_final_eval": final(raptor) if raptor is not None else None,
+        "teacher_final_eval": (final.evaluate_fn(teacher_policy_fn(privileged))
+                               if privileged is not None and run.embedded else None),
         "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                 if held_out and teachers["return_mean"] else None),
         "gradient_steps": run.trainer.num_updates, "epochs": len(run.history),
@@ -116,8 +122,36 @@ def summary_lines(summary: dict, task: str, log_dir: str, plots: bool) -> list[s
     for name, ev in summary["final_eval"].items():
         if name != held_out:
             lines.append(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
+    lines += position_error_table(summary)
     names = ["training.png"] + (["flights.png"] if summary["environment"]["backend"] == "embedded" else [])
     lines.append(f"outputs in {log_dir}: best_actor.h5 (rl-tools), best_actor.pt, "
                  + ("distilled_actor.h5, " if apg else "") + "summary.json, TensorBoard events"
                  + ("".join(f", {name}" for name in names) if plots else ""))
+    return lines
+
+
+def _cell(ev: dict | None) -> str:
+    if ev is None:
+        return f"{'-':>27}"
+    low, high = ev.get("position_error_ci95", (float("nan"),) * 2)
+    error = f"{100 * ev['position_error_mean']:5.1f} [{100 * low:4.1f}, {100 * high:4.1f}]"
+    return f"{100 * ev['share_terminated']:5.1f}% {error:>20}"
+
+
+def position_error_table(summary: dict) -> list[str]:
+    """Per group (held-out randomised dynamics, each registry model): share terminated and final position error
+    in cm with its 95 % interval, for the student, rl-tools' algorithm alone, the teacher and RAPTOR, all on the
+    same final episodes."""
+    columns = [("student", summary["final_eval"]),
+               ("rl-tools alone", (summary.get("apg") or {}).get("distilled_actor_final_eval")),
+               ("teacher", summary.get("teacher_final_eval")), ("RAPTOR", summary.get("raptor_final_eval"))]
+    columns = [(name, evals) for name, evals in columns if evals]
+    if len(columns) < 2 and not any("position_error_mean" in ev for ev in summary["final_eval"].values()):
+        return []
+    lines = ["final position error (cm, mean |p - target| over the last second of episodes not terminated, 95 % "
+             "interval) and share terminated, the same episodes for every policy:",
+             f"  {'group':<11} {'episodes':>8} " + " ".join(f"{name:>27}" for name, _ in columns)]
+    for group, ev in summary["final_eval"].items():
+        lines.append(f"  {group:<11} {ev['episodes']:>8} "
+                     + " ".join(_cell(evals.get(group)) for _, evals in columns))
     return lines

@@ -32,7 +32,7 @@ from eyas.distill.apg import AnalyticPolicyGradient
 from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers
 from eyas.distill.config import DistillConfig, is_embedded, resolve_device, resolve_task
 from eyas.distill.dataset import DatasetPlan, DistillationError
-from eyas.distill.evaluation import Evaluator, TaskEvaluator
+from eyas.distill.evaluation import Evaluator, TaskEvaluator, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
 from eyas.model import StudentPolicy
@@ -162,6 +162,9 @@ class DistillationRunner:
         self.offsets, self.teacher_eval = evaluate_teachers(
             self.bank, self.env_cfg, num_episodes=c.offset_episodes, num_envs=c.num_envs, generator=self.generator,
             device=self.device, window=tuple(c.offset_window) if self.embedded else None, min_return=threshold)
+        raptor = raptor_policy(self.embedded, self.num_obs, self.num_actions, self.device)
+        # the reference row of every per-epoch evaluation (the same episodes): plots and history.json
+        self.teacher_eval["raptor_eval"] = self.evaluator(raptor) if raptor is not None else None
 
     # ------------------------------------------------------------------ run state
     def _save_state(self, epoch: int) -> None:

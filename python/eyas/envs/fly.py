@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
-from eyas.envs.rollout import EpisodeStats, evaluate, student_policy_fn
+from eyas.envs.rollout import EpisodeStats, evaluate, student_policy_fn, wilson_interval
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.sim import MODEL_NAMES
 
@@ -36,14 +35,6 @@ def fly(policy: torch.nn.Module, dynamics: str, episodes: int, seed: int = 0, de
     cfg = PointControlEnvCfg(num_envs=min(episodes, max_parallel), device=device, seed=seed, dynamics=dynamics)
     env = PointControlEnv(cfg)
     return evaluate(student_policy_fn(policy), env, episodes, record_envs=record)
-
-
-def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial share."""
-    denominator = 1 + z * z / n
-    centre = (share + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def format_row(name: str, result: EpisodeStats) -> str:

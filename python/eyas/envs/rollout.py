@@ -69,19 +69,42 @@ class EpisodeStats:
         return _mean_completed(self.final_position_error, self.terminated)
 
     def summary(self) -> dict:
-        """The statistics every report uses (population std over episodes)."""
+        """The statistics every report uses (population std over episodes; 95 % intervals: Wilson's for the
+        terminated share, mean +- 1.96 standard errors for the position error)."""
         return {"episodes": self.episodes,
                 "return_mean": self.return_mean, "return_std": float(self.returns.numpy().std()),
                 "episode_length_mean": self.episode_length_mean,
                 "episode_length_std": float(self.lengths.numpy().std()),
                 "share_terminated": self.share_terminated,
+                "share_terminated_ci95": list(wilson_interval(self.share_terminated, self.episodes)),
                 "position_error_mean": self.position_error_mean,
+                "position_error_ci95": list(_mean_interval(self.position_error[~self.terminated])),
                 "final_position_error_mean": self.final_position_error_mean}
 
 
 def _mean_completed(values: torch.Tensor, terminated: torch.Tensor) -> float:
     completed = ~terminated
     return float(values[completed].numpy().mean()) if bool(completed.any()) else math.nan
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial share observed over ``n`` trials (NaNs for none)."""
+    if n < 1:
+        return math.nan, math.nan
+    denominator = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _mean_interval(values: torch.Tensor, z: float = 1.96) -> tuple[float, float]:
+    """Normal-approximation 95 % interval of the mean of ``values`` (NaNs for fewer than two)."""
+    x = values.double().numpy()
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    half = z * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return float(x.mean()) - half, float(x.mean()) + half
 
 
 class _FlightRecorder:

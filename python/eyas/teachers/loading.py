@@ -5,11 +5,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .base import Teacher, TeacherError
 from .rltools_io import load_rltools_actor
 from .rsl_rl_io import SIDECAR, load_rsl_rl_checkpoint, read_sidecar
+
+if TYPE_CHECKING:
+    from .bank import RecurrentTeacher
 
 RSL_RL_SUFFIXES = (".pt", ".pth")
 HDF5_SUFFIXES = (".h5", ".hdf5")
