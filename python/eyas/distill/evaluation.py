@@ -82,6 +82,32 @@ class TaskEvaluator:
         return {"task": merged.summary()}
 
 
+POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts as "not worse" on the same episodes
+
+
+def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str) -> tuple[bool, str]:
+    """The best-actor rule of the APG phase: a candidate evaluation replaces the best one when its ``held_out``
+    return is higher **and** no group (held-out randomised dynamics or any registry model) gets worse: no more
+    terminated episodes, and a final position error not above the best's by more than 5 % (or 0.2 cm, whichever is
+    larger). Both evaluations fly the same episodes, so a difference is the policy's, not sampling noise.
+    Returns (accepted, the reason in a few words)."""
+    worse = []
+    rel, absolute = POSITION_ERROR_TOLERANCE
+    for group, b in best.items():
+        c = candidate[group]
+        if round(c["share_terminated"] * c["episodes"]) > round(b["share_terminated"] * b["episodes"]):
+            worse.append(f"{group} terminations")
+        error, limit = c.get("position_error_mean"), b.get("position_error_mean")
+        if limit is not None and limit == limit:  # NaN: every best episode terminated, nothing to hold
+            if error != error or error > limit + max(rel * limit, absolute):
+                worse.append(f"{group} position error")
+    if worse:
+        return False, "kept the best: worse on " + ", ".join(worse)
+    if candidate[held_out]["return_mean"] <= best[held_out]["return_mean"]:
+        return False, "kept the best: no higher return"
+    return True, "new best"
+
+
 def raptor_policy(embedded: bool, num_obs: int, num_actions: int, device) -> StudentPolicy | None:
     """The released RAPTOR policy (foundation-policy package), the reference every student is judged against,
     when it can fly the run's env (the embedded l2f env, 22 observations, 4 actions); else None."""

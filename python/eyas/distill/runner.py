@@ -32,7 +32,7 @@ from eyas.distill.apg import AnalyticPolicyGradient
 from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers
 from eyas.distill.config import DistillConfig, is_embedded, resolve_device, resolve_task
 from eyas.distill.dataset import DatasetPlan, DistillationError
-from eyas.distill.evaluation import Evaluator, TaskEvaluator, raptor_policy
+from eyas.distill.evaluation import Evaluator, TaskEvaluator, accepts, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
 from eyas.model import StudentPolicy
@@ -335,7 +335,11 @@ class DistillationRunner:
             window, t0 = [], time.perf_counter()
             logger.evaluation(row["eval"], apg.iteration, prefix="apg/")
             held_out = row["eval"][evaluator.held_out]
-            if held_out["return_mean"] > self.apg_state["best"]["return"]:
+            best = self.apg_state["best"]
+            best_eval = next(r["eval"] for r in self.apg_state["history"] if r["iteration"] == best["iteration"])
+            accepted, why = accepts(row["eval"], best_eval, evaluator.held_out)
+            row["selection"] = why
+            if accepted:
                 self.apg_state["best"] = {"iteration": apg.iteration, "return": held_out["return_mean"],
                                           "student": detached(student)}
             self.save_actor(student, self.log_dir / "checkpoints" / f"apg_{apg.iteration}", "actor",
@@ -344,7 +348,7 @@ class DistillationRunner:
             self.apg_state["trainer"] = apg.state_dict()
             self._save_state(len(self.history) - 1)
             logger.flush()
-            logger.print(apg_line(row, held_out))
+            logger.print(apg_line(row, held_out) + f" | {why}")
         self.apg_student = student
 
 
