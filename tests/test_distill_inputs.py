@@ -127,3 +127,29 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
                tmp_path / "nan.pt")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", tmp_path / "nan.pt")
     check_error(capsys, rc, log_dir, "--init_student", "NaN")
+
+
+class _CreatesAFile:
+    """Unpickling this runs ``open(path, "w")``: what a malicious checkpoint could do (any code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_teacher_file_that_would_run_code_is_refused(tmp_path, capsys):
+    """Teacher checkpoints are read with weights_only=True: the crafted file is refused, its payload never runs."""
+    import torch
+
+    from eyas.teachers import TeacherError, load_teacher
+
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / "model_7.pt"
+    torch.save({"actor_state_dict": _CreatesAFile(marker), "iter": 7}, crafted)
+    with pytest.raises(TeacherError, match="refusing .*model_7.pt: not a plain checkpoint"):
+        load_teacher(crafted)
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", crafted)
+    check_error(capsys, rc, log_dir, "model_7.pt", "not a plain checkpoint")
+    assert not marker.exists(), "the checkpoint's code ran"

@@ -196,14 +196,14 @@ def _cm(value: float) -> str:
 
 def _export(args) -> int:
     from .loading import resolve_checkpoint
-    from .rsl_rl_io import read_sidecar
+    from .rsl_rl_io import read_checkpoint, read_sidecar
     from eyas.io import atomic_torch_save, atomic_write
 
     run = Path(args.run_dir)
     ckpt = resolve_checkpoint(run)
     if ckpt.suffix != ".pt":
         raise TeacherError(f"export expects an rsl_rl teacher run, got {ckpt}")
-    data = torch.load(ckpt, map_location="cpu", weights_only=False)
+    data = read_checkpoint(ckpt)
     if not args.keep_optimizer:
         data.pop("optimizer_state_dict", None)
     sidecar = read_sidecar(ckpt) or {}

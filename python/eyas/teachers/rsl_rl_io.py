@@ -115,12 +115,35 @@ def build_rsl_rl_actor(
     return nn.Sequential(*modules)
 
 
+def read_checkpoint(path: Path) -> dict:
+    """An rsl_rl checkpoint's contents, read with ``weights_only=True``: tensors, numbers, strings and containers of
+    them only (what rsl_rl and Isaac Lab save). A file whose unpickling would build anything else (and so could run
+    code) is refused with one line naming it, before anything in it executes."""
+    import pickle
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {_first_line(e)}") from e
+        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line.lower()
+                        and "Unsupported" in line), "objects other than tensors")
+        raise TeacherError(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); "
+                           f"teacher files are read without running code") from e
+    except Exception as e:  # torch raises many types for corrupt files
+        raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from e
+    if not isinstance(ckpt, dict):
+        raise TeacherError(f"{path} holds a {type(ckpt).__name__}, not an rsl_rl checkpoint (a dict)")
+    return ckpt
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def load_rsl_rl_checkpoint(path: Path, activation: str | None = None) -> tuple[nn.Sequential, dict, dict | None]:
     """(actor network, parse info, eyas sidecar or None) for an rsl_rl checkpoint file."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for corrupt files
-        raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {type(e).__name__}: {e}") from e
+    ckpt = read_checkpoint(path)
     parsed = parse_rsl_rl_actor(ckpt)
     sidecar = read_sidecar(path)
     actor_cfg = (sidecar or {}).get("actor", {})
