@@ -74,10 +74,38 @@ def test_sequence_length_not_positive(tmp_path, capsys, value):
 
 
 def test_batch_larger_than_data(tmp_path, capsys):
-    """2 teachers x 3 episodes x 500 steps = 3000 steps at most < 64 x 500."""
+    """An aggregating dataset capped at 3000 steps can never hold one 64 x 500 batch."""
     teachers = [write_teacher(tmp_path / f"t{i}.h5", seed=i) for i in range(2)]
-    rc, log_dir = run(tmp_path, "--teacher_checkpoint", *teachers, "--num_episodes", 3)
-    check_error(capsys, rc, log_dir, "--batch_size 64", "3000 steps")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", *teachers, "--num_episodes", 3, "--on_policy", "false",
+                      "--max_dataset_steps", 3000)
+    check_error(capsys, rc, log_dir, "--batch_size 64", "at most 3000 steps")
+
+
+def test_all_parallel_envs_fly_and_an_epoch_holds_a_batch():
+    """The seed's `--num_envs 64 --batch_size 64 --sequence_length 500` with one teacher (rl-tools' 10 episodes
+    would be 5000 steps, under one batch): 65 episodes per epoch; rl-tools' own settings are left as they are."""
+    from eyas.distill.dataset import episodes_per_teacher
+
+    assert episodes_per_teacher(10, 64, 1, 500, 64 * 500, on_policy=True) == 65
+    assert episodes_per_teacher(10, 1024, 1, 500, 64 * 500, on_policy=True) == 1024
+    assert episodes_per_teacher(10, 1024, 1000, 500, 64 * 500, on_policy=True) == 10  # RAPTOR: unchanged
+    assert episodes_per_teacher(256, 256, 1, 500, 256 * 100, on_policy=False) == 256  # the main job: unchanged
+    assert episodes_per_teacher(3, 64, 2, 500, 64 * 500, on_policy=False) == 32
+
+
+def test_the_seed_quick_command_runs_with_one_teacher(tmp_path, capsys):
+    """`--num_envs 64 --n_epochs 2 --batch_size 64 --sequence_length 500` (the seed's quick test) with one teacher:
+    the rule is said once, the run ends and writes a student."""
+    teacher = write_teacher(tmp_path / "t.h5")
+    rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, "--n_epochs", 2, "--batch_size", 64,
+                      "--sequence_length", 500, "--eval_episodes", 2, "--eval_registry_episodes", 0,
+                      "--final_eval_episodes", 2, "--plots", "false")
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert [line for line in out.splitlines() if "episodes per teacher and epoch" in line] == [
+        "eyas distill: 65 episodes per teacher and epoch (1 teacher, --num_episodes 10): raised so that all 64 "
+        "parallel envs fly and an epoch holds more than one batch of 64 x 500 steps (docs/distillation.md, Flags)"]
+    assert (log_dir / "best_actor.h5").is_file()
 
 
 def test_nan_teacher_actions(tmp_path, capsys):

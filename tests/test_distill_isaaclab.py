@@ -134,7 +134,7 @@ def distill(tmp_path, *args):
 
 
 def test_distill_on_isaaclab_task(tmp_path):
-    proc, launches = distill(tmp_path, "--teacher_checkpoint", PRIVILEGED, "--num_envs", 48, "--n_epochs", 3,
+    proc, launches = distill(tmp_path, "--teacher_checkpoint", PRIVILEGED, "--num_envs", 40, "--n_epochs", 3,
                              "--num_episodes", 40, "--batch_size", 8, "--sequence_length", 50,
                              "--epoch_teacher_forcing", 1, "--eval_episodes", 40, "--final_eval_episodes", 60,
                              "--offset_episodes", 40)
@@ -142,7 +142,7 @@ def test_distill_on_isaaclab_task(tmp_path):
     assert launches == [{"event": "AppLauncher", "headless": True, "device": "cpu"}], launches
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["environment"] == {"backend": "isaaclab", "task": TASK, "num_envs": 48}
+    assert summary["environment"] == {"backend": "isaaclab", "task": TASK, "num_envs": 40}
     assert summary["held_out"] == "task" and summary["final_eval"]["task"]["episodes"] == 60
     assert summary["foundation_policy_check"] == {"checked": True, "ok": True}
     assert not (run / "flights.json").exists(), "recorded flights need the embedded env's state"

@@ -123,7 +123,7 @@ def test_offset_estimation_window(teachers):
 
 
 def _cfg(tmp_path, name, **kw):
-    base = dict(n_epochs=3, epoch_teacher_forcing=1, num_episodes=6, batch_size=4, sequence_length=16, num_envs=64,
+    base = dict(n_epochs=3, epoch_teacher_forcing=1, num_episodes=6, batch_size=4, sequence_length=16, num_envs=18,
                 min_teacher_return=-1e9, offset_episodes=4, eval_episodes=4, eval_registry_episodes=1,
                 eval_models=["crazyflie"], final_eval_episodes=4, log_dir=str(tmp_path / name), seed=3, plots=False,
                 device="cpu")
@@ -242,3 +242,55 @@ def test_init_student_starts_from_the_given_weights(tmp_path, teachers):
             torch.testing.assert_close(start[k], trained[k], rtol=0, atol=0, msg=k)
     fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False).new_student().state_dict()
     assert not torch.equal(fresh["gru.weight_hh_l0"], trained["gru.weight_hh_l0"])
+
+
+def test_a_truncated_latest_state_falls_back_to_the_previous_one(tmp_path, teachers, capsys):
+    """The last two complete states are kept; an unreadable state.pt resumes from state.prev.pt (one notice) and
+    still ends exactly like an uninterrupted run."""
+    full = DistillationRunner(_cfg(tmp_path, "full"), teachers=teachers, progress=False)
+    full.run()
+    DistillationRunner(_cfg(tmp_path, "part", n_epochs=2), teachers=teachers, progress=False).run()
+    state = tmp_path / "part" / "state.pt"
+    assert (tmp_path / "part" / "state.prev.pt").is_file()
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a crash mid-write of a non-atomic copy
+    capsys.readouterr()
+    resumed = DistillationRunner(_cfg(tmp_path, "part"), teachers=teachers, resume=True, progress=False)
+    notice = [line for line in capsys.readouterr().err.splitlines() if "state.prev.pt" in line]
+    assert len(notice) == 1 and "resuming from state.prev.pt (epoch 0)" in notice[0]
+    assert resumed.start_epoch == 1
+    resumed.run()
+    a, b = full.trainer.student.state_dict(), resumed.trainer.student.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path, teachers):
+    from eyas.distill.checkpoint import RunLock
+    from eyas.distill.dataset import DistillationError
+
+    lock = RunLock(tmp_path / "busy")
+    try:
+        with pytest.raises(DistillationError, match=r"busy is being written by eyas distill \(pid \d+\)"):
+            DistillationRunner(_cfg(tmp_path, "busy"), teachers=teachers, progress=False).run()
+    finally:
+        lock.release()
+    assert not (tmp_path / "busy" / "state.pt").exists()
+
+
+def test_resume_from_another_working_directory(tmp_path, monkeypatch):
+    """Teacher paths are stored absolute: a run started with a relative path resumes from anywhere."""
+    from test_distill_inputs import write_teacher
+
+    from eyas.distill.cli import main
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    write_teacher(tmp_path / "work" / "teacher.h5")
+    args = ["--log_dir", str(tmp_path / "run"), "--device", "cpu", "--quiet", "--num_envs", "16", "--num_episodes", "4",
+            "--offset_episodes", "2", "--min_teacher_return=-1e9", "--batch_size", "2", "--sequence_length", "8",
+            "--eval_episodes", "2", "--eval_registry_episodes", "0", "--final_eval_episodes", "2", "--plots", "false"]
+    assert main(["--teacher_checkpoint", "teacher.h5", "--n_epochs", "1", *args]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["--resume", "--n_epochs", "2", *args]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["teacher_checkpoint"] == [str(tmp_path / "work" / "teacher.h5")]

@@ -6,13 +6,13 @@ difference exceeds its tolerance.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from eyas.cli import ArgumentParser
 from eyas.bridge import chain_for
 from eyas.model import StudentPolicy
 from eyas.optim import RLToolsAdam
@@ -135,7 +135,7 @@ def format_table(rows: list[Row], title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eyas parity", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="eyas parity", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="rl-tools HDF5 checkpoint (e.g. RAPTOR's checkpoint.h5)")
     parser.add_argument("--sequences", help=".npz with 'input' (500, 64, obs), optional 'target' (500, 64, 4) "
                                             "and 'reset' (500, 64) bool; default: random")

@@ -3,7 +3,10 @@ state that ``--resume`` continues from (state.pt, history.json), and the foundat
 from __future__ import annotations
 
 import copy
+import fcntl
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -13,7 +16,7 @@ from eyas.io import atomic_torch_save, atomic_write_json
 from eyas.model import StudentPolicy
 
 L2F_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
-STATE, HISTORY = "state.pt", "history.json"
+STATE, PREVIOUS_STATE, HISTORY, LOCK = "state.pt", "state.prev.pt", "history.json", ".lock"
 
 
 def save_actor(student: StudentPolicy, directory: Path, stem: str, meta: dict, environment: dict) -> None:
@@ -67,7 +70,10 @@ def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: i
 
 
 def save_run_state(log_dir: Path, state: dict) -> None:
-    """state.pt (everything ``--resume`` needs: tensors and plain values only) and its readable part, history.json."""
+    """state.pt (everything ``--resume`` needs: tensors and plain values only) and its readable part, history.json.
+    The state it replaces stays as state.prev.pt: the last two complete states are always on disk."""
+    if (log_dir / STATE).is_file():
+        os.replace(log_dir / STATE, log_dir / PREVIOUS_STATE)
     atomic_torch_save(log_dir / STATE, state)
     apg = state.get("apg")
     atomic_write_json(log_dir / HISTORY, {"config": state["config"], "teacher_eval": state["teacher_eval"],
@@ -76,13 +82,52 @@ def save_run_state(log_dir: Path, state: dict) -> None:
 
 
 def load_run_state(log_dir: Path) -> dict:
-    """state.pt of ``log_dir``, read without unpickling code (``weights_only=True``)."""
-    path = log_dir / STATE
+    """The latest complete state of ``log_dir``, read without unpickling code (``weights_only=True``): state.pt,
+    or, when it is unreadable (truncated, corrupt), state.prev.pt with a one-line notice on stderr."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _read_state(log_dir / STATE)
+    except DistillationError as latest:
+        if not (log_dir / PREVIOUS_STATE).is_file():
+            raise
+        state = _read_state(log_dir / PREVIOUS_STATE)
+        print(f"eyas distill: {latest}; resuming from {PREVIOUS_STATE} (epoch {state['epoch']})", file=sys.stderr)
+        return state
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
         raise DistillationError(f"--resume: cannot read {path} ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:200]})") from e
+                                f"{(str(e).splitlines() or [''])[0][:200]})") from e
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise DistillationError(f"--resume: {path} is not an eyas distill run state")
+    return state
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``, flock): a second writer is refused with one line. The
+    kernel drops it when the process ends, however it ends."""
+
+    def __init__(self, log_dir: Path):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(log_dir / LOCK, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise DistillationError(f"{log_dir} is being written by {holder}; wait for it or choose another "
+                                    f"--log_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"eyas distill (pid {os.getpid()})")
+        self.file.flush()
+
+    def release(self) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 def check_resumable(state: dict, cfg, log_dir: Path, sources: list[str]) -> None:
@@ -92,8 +137,10 @@ def check_resumable(state: dict, cfg, log_dir: Path, sources: list[str]) -> None
 
     saved, mine, apg = state["config"], cfg.to_dict(), state.get("apg")
     fixed, in_apg = resume_fixed(False), set(resume_fixed(apg is not None)) - set(resume_fixed(False))
+    same = {"init_student": lambda a, b: (a is None) == (b is None) and (a is None or _resolved(a) == _resolved(b))}
     changed = [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" + (" (the run is in its APG phase)" if k in in_apg else "")
-               for k in [*fixed, *sorted(in_apg)] if saved.get(k) != mine[k]]
+               for k in [*fixed, *sorted(in_apg)]
+               if not same.get(k, lambda a, b: a == b)(saved.get(k), mine[k])]
     if changed:
         raise DistillationError(f"--resume: settings differ from the run in {log_dir}: " + "; ".join(changed))
     apg_done = apg["trainer"]["iteration"] if apg is not None else 0
@@ -103,9 +150,14 @@ def check_resumable(state: dict, cfg, log_dir: Path, sources: list[str]) -> None
                                 + f"; raise --n_epochs (now {cfg.training.n_epochs}) or --apg_iterations "
                                   f"(now {cfg.apg.iterations}) to continue it")
     saved_sources = state.get("teachers", [])
-    if saved_sources != sources:
+    if [_resolved(s) for s in saved_sources] != [_resolved(s) for s in sources]:
         raise DistillationError(f"--resume: the run in {log_dir} used {len(saved_sources)} other teachers "
                                 f"({saved_sources[:2]}...); pass the same --teacher_checkpoint")
+
+
+def _resolved(source: str) -> str:
+    """A teacher source compared as an absolute path (runs before paths were stored absolute hold relative ones)."""
+    return source if source == "foundation_policy" or not source else str(Path(source).resolve())
 
 
 def check_foundation_policy(path: Path) -> dict:

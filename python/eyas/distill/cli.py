@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from eyas.cli import ArgumentParser
 from eyas.distill.config import DistillConfig, flag_table
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -44,7 +45,7 @@ def _add_flag(parser, name: str, default, meta: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = DistillConfig().to_dict()
-    p = argparse.ArgumentParser(prog="eyas distill", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="eyas distill", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     groups = {prefix: p.add_argument_group(title) for prefix, title in GROUPS.items()}
     for name, f in flag_table():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -193,6 +194,13 @@ class DistillConfig:
             (parts[part] if part else top)[key] = value
         built = {part: _part_class(part)(**kwargs) for part, kwargs in parts.items()}
         return cls(**top, **built)
+
+    def with_absolute_paths(self) -> "DistillConfig":
+        """Teacher and starting-student paths made absolute, so a run resumes from any working directory."""
+        def absolute(path):
+            return path if path in (None, "foundation_policy") else str(Path(path).resolve())
+        return self.replace(teacher_checkpoint=[absolute(p) for p in self.teacher_checkpoint],
+                            init_student=absolute(self.training.init_student))
 
     def replace(self, **values) -> "DistillConfig":
         """A copy with flag-named values changed."""

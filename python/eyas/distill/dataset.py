@@ -20,6 +20,7 @@ anyway); the walk stops when it reaches the end of the last episode, discarding 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -251,3 +252,21 @@ class DatasetPlan:
             need = EpisodeDataset.nbytes_for(self.capacity, num_obs, num_actions, self.max_episodes)
             raise DistillationError(f"cannot allocate the dataset ({self.capacity} steps, {need / 2**20:.0f} MiB): "
                                     f"{e}; use --on_policy or --max_dataset_steps") from e
+
+
+def episodes_per_teacher(num_episodes: int, num_envs: int, num_teachers: int, max_episode_length: int,
+                         batch_steps: int, on_policy: bool) -> int:
+    """Episodes each teacher flies per epoch: rl-tools' NUM_EPISODES (``num_episodes``), raised only where it would
+    leave parallel envs idle or an epoch without a training step:
+
+    * at least ``ceil(num_envs / num_teachers)``: every one of the ``--num_envs`` parallel envs flies an episode
+      each epoch (the meaning ``--num_envs`` has in the seed's commands and in Isaac Lab);
+    * on-policy, at least ``batch_steps // (num_teachers * max_episode_length) + 1``: an epoch of full-length
+      episodes holds more than one batch (rl-tools trains on ``(steps - 1) // batch_steps`` batches).
+
+    With RAPTOR's 1000 teachers x 10 episodes (or any setting whose data suffices) it is ``num_episodes``: rl-tools'
+    semantics are unchanged."""
+    episodes = max(int(num_episodes), math.ceil(int(num_envs) / int(num_teachers)))
+    if on_policy:
+        episodes = max(episodes, int(batch_steps) // (int(num_teachers) * int(max_episode_length)) + 1)
+    return episodes

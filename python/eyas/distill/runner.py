@@ -31,7 +31,7 @@ from eyas.distill.apg import STATS as APG_STATS
 from eyas.distill.apg import AnalyticPolicyGradient
 from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers
 from eyas.distill.config import DistillConfig, is_embedded, resolve_device, resolve_task
-from eyas.distill.dataset import DatasetPlan, DistillationError
+from eyas.distill.dataset import DatasetPlan, DistillationError, episodes_per_teacher
 from eyas.distill.evaluation import Evaluator, TaskEvaluator, accepts, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
@@ -53,6 +53,7 @@ class DistillationRunner:
 
     def __init__(self, cfg: DistillConfig, teachers: list | None = None, resume: bool = False, progress: bool = True):
         cfg.validate()
+        cfg = cfg.with_absolute_paths()
         self.cfg, self.progress, self.resume, self.log_dir = cfg, progress, resume, Path(cfg.log_dir)
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
@@ -117,12 +118,25 @@ class DistillationRunner:
         if c.apg.iterations > 0 and not self.embedded:
             raise DistillationError("--apg_iterations needs the embedded l2f env: APG differentiates through its "
                                     "simulator, which an Isaac Lab task does not expose")
+        self._choose_episodes(len(teachers))
         self._check_batch_fits(len(teachers))
         return teachers
 
+    def _choose_episodes(self, num_teachers: int) -> None:
+        """Episodes per teacher and epoch (`episodes_per_teacher`'s rule), said once when it is not --num_episodes."""
+        c, t = self.cfg.collection, self.cfg.training
+        self.num_episodes = episodes_per_teacher(c.num_episodes, c.num_envs, num_teachers, self.max_episode_length,
+                                                 t.batch_size * t.sequence_length, c.on_policy)
+        if self.num_episodes != c.num_episodes:
+            print(f"eyas distill: {self.num_episodes} episodes per teacher and epoch ({num_teachers} teacher"
+                  f"{'s' if num_teachers != 1 else ''}, --num_episodes {c.num_episodes}): raised so that all "
+                  f"{c.num_envs} parallel envs fly"
+                  + (f" and an epoch holds more than one batch of {t.batch_size} x {t.sequence_length} steps"
+                     if c.on_policy else "") + " (docs/distillation.md, Flags)", flush=True)
+
     def _plan(self, num_teachers: int) -> DatasetPlan:
         c = self.cfg.collection
-        return DatasetPlan.for_run(num_teachers, c.num_episodes, self.max_episode_length, on_policy=c.on_policy,
+        return DatasetPlan.for_run(num_teachers, self.num_episodes, self.max_episode_length, on_policy=c.on_policy,
                                    n_epochs=self.cfg.training.n_epochs, max_dataset_steps=c.max_dataset_steps)
 
     def _check_batch_fits(self, num_teachers: int) -> None:
@@ -134,7 +148,7 @@ class DistillationRunner:
         if available <= need:
             raise DistillationError(
                 f"--batch_size {t.batch_size} x --sequence_length {t.sequence_length} = {need} steps per batch, but "
-                f"the dataset can hold at most {available} steps ({num_teachers} teachers x {c.num_episodes} episodes "
+                f"the dataset can hold at most {available} steps ({num_teachers} teachers x {self.num_episodes} episodes "
                 f"x {self.max_episode_length} steps{'' if c.on_policy else ' x epochs'}); rl-tools needs more than one "
                 f"batch of data. Lower --batch_size / --sequence_length or raise --num_episodes.")
         if c.max_dataset_steps is not None and not c.on_policy and c.max_dataset_steps < per_epoch:
@@ -199,11 +213,19 @@ class DistillationRunner:
 
     # ------------------------------------------------------------------ the epochs
     def run(self) -> dict:
-        from eyas.distill.report import finish
-
         if self.teacher_eval is None:
             self._setup_teachers()  # validates every teacher before anything is written
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        lock = checkpoint.RunLock(self.log_dir)  # one writer per run directory
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict:
+        from eyas.distill.report import finish
+
+        if not self.resume and (self.log_dir / checkpoint.STATE).exists():  # another run got here first
+            raise DistillationError(f"{self.log_dir} already holds a run; pass --resume to continue it")
         logger = RunLogger(self.log_dir, purge_step=self.trainer.num_updates if self.resume else None)
         atomic_write_json(self.log_dir / "config.json", self.cfg.to_dict())
         for epoch in self._progress(range(self.start_epoch, self.cfg.training.n_epochs), "distill",
@@ -239,7 +261,7 @@ class DistillationRunner:
                 row["dropped_steps"] = self.dataset.drop_oldest(excess)
         t0 = time.perf_counter()
         self.trainer.student.eval()
-        stats = collect(self.bank, self.env_cfg, num_episodes=c.num_episodes, num_envs=c.num_envs,
+        stats = collect(self.bank, self.env_cfg, num_episodes=self.num_episodes, num_envs=c.num_envs,
                         generator=self.generator, device=self.device,
                         student=None if teacher_forcing else self.trainer.student,
                         position_offsets=self.offsets if c.position_offset_correction and self.embedded else None,

@@ -2,13 +2,13 @@
 policy checkpoint (e.g. RAPTOR's) in the embedded point-control env and report how it flew."""
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from eyas.cli import ArgumentParser
 from eyas.envs.rollout import EpisodeStats, evaluate, student_policy_fn, wilson_interval
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.sim import MODEL_NAMES
@@ -49,7 +49,7 @@ HEADER = (f"{'dynamics':<12} {'episodes':>8} {'terminated':>13}  {'95% CI':>12} 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eyas fly", description=__doc__)
+    parser = ArgumentParser(prog="eyas fly", description=__doc__)
     parser.add_argument("checkpoint", nargs="?", help="rl-tools .h5 checkpoint (default: RAPTOR's, foundation-policy)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--model", choices=MODEL_NAMES, help="fly one registry model")

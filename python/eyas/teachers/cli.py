@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from eyas.cli import ArgumentParser
 from .base import TeacherError
 
 
@@ -19,7 +20,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eyas teacher", description=__doc__)
+    parser = ArgumentParser(prog="eyas teacher", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train PPO teachers with rsl_rl's OnPolicyRunner",
