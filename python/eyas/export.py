@@ -12,7 +12,9 @@ removes what this call wrote: DIR never holds a half-written export. See docs/de
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import warnings
 import pickle
 import sys
 import tarfile
@@ -75,7 +77,8 @@ def load_student(path: str | Path) -> tuple[StudentPolicy, np.ndarray | None]:
         shape = (int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
         policy = StudentPolicy(*shape)
         policy.load_state_dict(saved["state_dict"])
-    except (pickle.UnpicklingError, KeyError, TypeError, RuntimeError, ValueError, EOFError) as e:
+    except (pickle.UnpicklingError, KeyError, IndexError, AttributeError, TypeError, RuntimeError, ValueError,
+            EOFError) as e:
         detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ExportError(f"{path}: not a student checkpoint (an rl-tools .h5 actor or an eyas distill .pt): "
                           f"{detail}") from e
@@ -249,6 +252,8 @@ def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
         raise ExportError(f"--out {out}: cannot create the directory ({e.strerror or e})") from e
     if not out.is_dir():
         raise ExportError(f"--out {out}: not a directory")
+    if "onnx" in formats and importlib.util.find_spec("onnx") is None:
+        raise ExportError("policy.onnx needs the onnx package: pip install onnx (or leave onnx out of --formats)")
     header = header_text(ex) if "header" in formats else None
     tar = tar_bytes(ex) if "tar" in formats else None
     writers = {"h5": lambda p: _write_h5(ex, p), "header": lambda p: atomic_write(p, header),
@@ -284,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError(f"--formats: unknown format {unknown[0] if unknown else '(none)'!r}; "
                               f"choose from {','.join(FORMATS)}")
         torch.set_num_threads(1)
-        written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
+        with warnings.catch_warnings():  # torch's deprecation notes on torch.jit / the TorchScript ONNX exporter
+            warnings.simplefilter("ignore", DeprecationWarning)
+            written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
     except (ExportError, OSError) as e:
         print(f"eyas export: error: {e}", file=sys.stderr)
         return 2
