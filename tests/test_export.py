@@ -207,6 +207,25 @@ def test_raptor_round_trips_and_reproduces_its_own_example(tmp_path):
     assert np.abs(loaded["recomputed_output"] - ex_out).max() <= READBACK_TOL
 
 
+def test_26_observations_need_their_layout_and_round_trip(tmp_path, capsys):
+    """The motor-speed student (26 observations): no RAPTOR layout is assumed; with --observation it exports."""
+    p = eyas.StudentPolicy(26, 4, generator=torch.Generator().manual_seed(5))
+    source = tmp_path / "actor26.pt"
+    torch.save({"state_dict": p.state_dict(), "num_obs": 26, "num_actions": 4, "hidden_dim": 16}, source)
+    assert export.main([str(source), "--out", str(tmp_path / "a"), "--formats", "tar"]) == 2
+    assert "--observation" in capsys.readouterr().err
+    layout = "a-layout-given-on-the-command-line"  # any string: it is stored verbatim
+    assert export.main([str(source), "--out", str(tmp_path / "b"), "--formats", "tar",
+                        "--observation", layout]) == 0
+    loaded = export.load_tar(tmp_path / "b" / "policy.tar")
+    assert json.loads(loaded["meta"])["observation"] == layout
+    assert loaded["example_input"].shape == (500, 2, 26)
+    p.reset()
+    with torch.no_grad():
+        torch_out = p(torch.from_numpy(loaded["example_input"])).numpy()
+    assert np.abs(torch_out - loaded["recomputed_output"]).max() <= STEP_TOL
+
+
 @pytest.mark.parametrize("case", ["not_a_student", "wrong_widths", "unwritable_dir", "unknown_format"])
 def test_bad_input_one_error_line_and_nothing_written(case, tmp_path, capsys):
     source = _student_pt(tmp_path / "actor.pt")
