@@ -259,7 +259,12 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert export.main([str(source), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "policy.onnx" in err[0] and err[0].startswith("eyas export: error: ")
-    assert list(out.iterdir()) == []  # policy.h5, .h, .tar written before were removed, no temporary left
+    assert not out.exists()  # policy.h5, .h, .tar were complete temporaries, deleted with the directory
+    out.mkdir()
+    (out / "policy.h5").write_bytes(b"an earlier export")
+    assert export.main([str(source), "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir()] == ["policy.h5"]  # no temporary left, the earlier file untouched
+    assert (out / "policy.h5").read_bytes() == b"an earlier export"
 
 
 def test_registered_in_cli():

@@ -7,11 +7,12 @@ policy.onnx (obs [B, obs], h_in [1, B, 16] -> actions, h_out) and ``torchscript`
 ``forward(obs)``, ``step(obs, h)``). policy.h and policy.tar are written by rl-tools' own code through the
 bridge (eyas._rltools). The example (500 x 2 x obs) is the source's own example where it has one, else seeded
 normal noise; its output is computed by rl-tools from the exported float32 weights and checked against PyTorch.
-Everything is computed before DIR is touched, every file is written atomically (eyas.io), and a failure
-removes what this call wrote: DIR never holds a half-written export. See docs/deployment.md."""
+Every check is made before DIR is touched; every file goes to a temporary file that is renamed only once all
+of them are complete (eyas.io), so a failure leaves DIR as it was: never a half-written export. See docs/deployment.md."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import warnings
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyas.io import atomic_with, atomic_write
+from eyas.io import atomic_path
 from eyas.model import StudentPolicy
 
 FORMATS = {"h5": "policy.h5", "header": "policy.h", "tar": "policy.tar", "onnx": "policy.onnx",
@@ -196,10 +197,11 @@ def load_tar(path: str | Path) -> dict:
     return loader(data)
 
 
-def _write_h5(ex: Export, path: Path) -> None:
+# Each writer below fills a temporary path that write_all renames into DIR (eyas.io.atomic_path).
+def _write_h5(ex: Export, tmp: Path) -> None:
     from eyas.rltools_h5 import save_rltools_h5
 
-    save_rltools_h5(ex.policy, path, meta=_meta_json(ex), checkpoint_name=ex.name,
+    save_rltools_h5(ex.policy, tmp, meta=_meta_json(ex), checkpoint_name=ex.name,
                     example_input=ex.example_input, example_output=ex.example_output)
 
 
@@ -210,13 +212,12 @@ def _deployed(ex: Export):
                           torch.from_numpy(ex.example_output))
 
 
-def _write_torchscript(ex: Export, path: Path) -> None:
+def _write_torchscript(ex: Export, tmp: Path) -> None:
     module = torch.jit.script(_deployed(ex))
-    extra = {"io_contract.json": json.dumps(ex.contract)}
-    atomic_with(path, lambda tmp: torch.jit.save(module, str(tmp), _extra_files=extra), suffix=".pt")
+    torch.jit.save(module, str(tmp), _extra_files={"io_contract.json": json.dumps(ex.contract)})
 
 
-def _write_onnx(ex: Export, path: Path) -> None:
+def _write_onnx(ex: Export, tmp: Path) -> None:
     import onnx
 
     from eyas.deployed import OnnxStep
@@ -224,54 +225,49 @@ def _write_onnx(ex: Export, path: Path) -> None:
     step = OnnxStep(_deployed(ex)).eval()
     obs = torch.from_numpy(ex.example_input[0])
     h = step.deployed.initial_state(obs.shape[0])
-
-    def write(tmp: Path) -> None:
-        # TorchScript-based exporter: dynamo=True has exported GRUs with linear_before_reset=0 (docs/deployment.md)
-        torch.onnx.export(step, (obs, h), str(tmp), dynamo=False, opset_version=18,
-                          input_names=["obs", "h_in"], output_names=["actions", "h_out"],
-                          dynamic_axes={"obs": {0: "batch"}, "h_in": {1: "batch"},
-                                        "actions": {0: "batch"}, "h_out": {1: "batch"}})
-        model = onnx.load(str(tmp))
-        props = {"initial_hidden_state": json.dumps(ex.contract["initial_hidden_state"]),
-                 "io_contract": json.dumps(ex.contract), "checkpoint_name": ex.name,
-                 "example_input": json.dumps(ex.example_input.tolist()),
-                 "example_output": json.dumps(ex.example_output.tolist())}
-        for key, value in props.items():
-            model.metadata_props.add(key=key, value=value)
-        onnx.save(model, str(tmp))
-
-    atomic_with(path, write, suffix=".onnx")
+    # TorchScript-based exporter: dynamo=True has exported GRUs with linear_before_reset=0 (docs/deployment.md);
+    # DeployedPolicy writes the GRU with plain ops anyway, and the test checks any GRU node.
+    torch.onnx.export(step, (obs, h), str(tmp), dynamo=False, opset_version=18,
+                      input_names=["obs", "h_in"], output_names=["actions", "h_out"],
+                      dynamic_axes={"obs": {0: "batch"}, "h_in": {1: "batch"},
+                                    "actions": {0: "batch"}, "h_out": {1: "batch"}})
+    model = onnx.load(str(tmp))
+    props = {"initial_hidden_state": json.dumps(ex.contract["initial_hidden_state"]),
+             "io_contract": json.dumps(ex.contract), "checkpoint_name": ex.name,
+             "example_input": json.dumps(ex.example_input.tolist()),
+             "example_output": json.dumps(ex.example_output.tolist())}
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp))
 
 
 def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
-    """Compute every requested file's content, then write each atomically; on a failure remove this call's
-    files, so DIR holds either the complete export or nothing new."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"--out {out}: cannot create the directory ({e.strerror or e})") from e
-    if not out.is_dir():
-        raise ExportError(f"--out {out}: not a directory")
+    """Compute the header and tar, then write every file to a temporary beside its target and rename them all
+    only once every one is complete: on a failure DIR is left as it was (earlier files there untouched)."""
     if "onnx" in formats and importlib.util.find_spec("onnx") is None:
         raise ExportError("policy.onnx needs the onnx package: pip install onnx (or leave onnx out of --formats)")
     header = header_text(ex) if "header" in formats else None
     tar = tar_bytes(ex) if "tar" in formats else None
-    writers = {"h5": lambda p: _write_h5(ex, p), "header": lambda p: atomic_write(p, header),
-               "tar": lambda p: atomic_write(p, tar), "onnx": lambda p: _write_onnx(ex, p),
+    writers = {"h5": lambda p: _write_h5(ex, p), "header": lambda p: p.write_text(header),
+               "tar": lambda p: p.write_bytes(tar), "onnx": lambda p: _write_onnx(ex, p),
                "torchscript": lambda p: _write_torchscript(ex, p)}
-    written: list[Path] = []
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: not a directory")
+    created = not out.exists()
     try:
-        for fmt in formats:
-            path = out / FORMATS[fmt]
-            writers[fmt](path)
-            written.append(path)
-    except BaseException as e:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
-        raise
-    return written
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create the directory ({e.strerror or e})") from e
+    fmt = formats[0]
+    try:
+        with contextlib.ExitStack() as stack:  # unwinds every atomic_path: all renamed, or all deleted
+            for fmt in formats:
+                writers[fmt](stack.enter_context(atomic_path(out / FORMATS[fmt], suffix=Path(FORMATS[fmt]).suffix)))
+    except OSError as e:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
+    return [out / FORMATS[f] for f in formats]
 
 
 def main(argv: list[str] | None = None) -> int:
