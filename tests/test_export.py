@@ -111,6 +111,29 @@ def test_tar_loads_back_with_rltools_loader(exported):
     assert np.allclose(meta["initial_hidden_state"], policy.initial_hidden_state.detach().numpy(), atol=0)
 
 
+def test_damaged_tar_is_refused_not_aborted(tmp_path):
+    """rl-tools' loader aborts the process on a mismatching archive: load_tar checks the layout first."""
+    import io
+    import tarfile
+
+    out = tmp_path / "e"
+    assert export.main([str(_student_pt(tmp_path / "actor.pt")), "--out", str(out), "--formats", "tar"]) == 0
+    with tarfile.open(out / "policy.tar") as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(damaged, "w", format=tarfile.USTAR_FORMAT) as t:
+        for m, content in members:
+            if m.name == "actor/layers/1/weights_hidden/parameters/data":
+                content = content[:-4]
+            m.size = len(content)
+            t.addfile(m, io.BytesIO(content))
+    with pytest.raises(export.ExportError, match="weights_hidden"):
+        export.load_tar(damaged)
+    (tmp_path / "text.tar").write_text("no")
+    with pytest.raises(export.ExportError):
+        export.load_tar(tmp_path / "text.tar")
+
+
 def _onnx_session(path: Path):
     ort = pytest.importorskip("onnxruntime")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -169,32 +169,41 @@ def tar_bytes(ex: Export) -> bytes:
     return _exporter(ex).tar(ex.name, _meta_json(ex))
 
 
-TAR_ENTRIES = ["actor/meta"] + [f"actor/layers/{i}/{p}/parameters/{f}" for i, ps in
-                                ((0, ("weights", "biases")), (2, ("weights", "biases")),
-                                 (1, ("weights_input", "biases_input", "weights_hidden", "biases_hidden",
-                                      "initial_hidden_state"))) for p in ps for f in ("meta", "data")] + \
-              [f"example/{n}/{f}" for n in ("input", "output") for f in ("meta", "data")]
+def _tar_members(data: bytes, path) -> dict[str, bytes]:
+    try:
+        with tarfile.open(fileobj=BytesIO(data)) as t:
+            return {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+    except (tarfile.TarError, OSError) as e:
+        raise ExportError(f"{path}: not a tar archive ({e})") from e
 
 
 def load_tar(path: str | Path) -> dict:
     """policy.tar read back by rl-tools' tar loader (the PX4 mc_raptor path): parameters, example pair, and the
-    example output recomputed by rl-tools. The entries are checked first: rl-tools aborts on a bad archive."""
+    example output recomputed by rl-tools. rl-tools aborts the process on an archive that does not match the
+    compiled shapes, so every entry's metadata and size are first compared with what rl-tools itself writes."""
     data = Path(path).read_bytes()
-    try:
-        with tarfile.open(fileobj=BytesIO(data)) as t:
-            names = set(t.getnames())
-            obs_meta = t.extractfile("actor/layers/0/weights/parameters/meta").read().decode()
-    except (tarfile.TarError, KeyError, AttributeError) as e:
-        raise ExportError(f"{path}: not an rl-tools policy.tar ({e})") from e
-    missing = [n for n in TAR_ENTRIES if n not in names]
-    if missing:
-        raise ExportError(f"{path}: not an rl-tools policy.tar (missing {missing[0]})")
-    fields = dict(line.split(": ", 1) for line in obs_meta.splitlines() if ": " in line)
-    num_obs = int(fields.get("cols", fields.get("dim_1", "0")))
-    loader = getattr(_bridge(), f"load_tar_obs{num_obs}", None)
-    if loader is None:
-        raise ExportError(f"{path}: {num_obs} observations; the tar loader is compiled for 22 and 26")
-    return loader(data)
+    members = _tar_members(data, path)
+    fields = dict(line.split(": ", 1) for line in
+                  members.get("actor/layers/0/weights/parameters/meta", b"").decode(errors="replace").splitlines()
+                  if ": " in line)
+    num_obs = int(fields.get("cols", fields.get("dim_1", "0")) or 0)
+    exporter = getattr(_bridge(), f"Exporter_obs{num_obs}", None)
+    if exporter is None:
+        raise ExportError(f"{path}: not an rl-tools student policy.tar for the compiled widths (22, 26 observations)")
+    zeros = {k: np.zeros(v.shape, np.float32) for k, v in StudentPolicy(num_obs, 4).rltools_parameters().items()}
+    layout = _tar_members(exporter(zeros, np.zeros((*EXAMPLE_SHAPE, num_obs), np.float32)).tar("", "{}"), "layout")
+    for name, ref in layout.items():
+        got = members.get(name)
+        if name == "actor/meta":  # the attributes rl-tools' get_attribute reads
+            lines = (got or b"").decode(errors="replace").splitlines()
+            same = all(any(line.startswith(f"{key}: ") for line in lines) for key in ("checkpoint_name", "meta"))
+        elif name.endswith("/meta"):  # type, dtype and shape
+            same = got == ref
+        else:
+            same = got is not None and len(got) == len(ref)
+        if not same:
+            raise ExportError(f"{path}: entry {name} is missing or does not match rl-tools' layout")
+    return getattr(_bridge(), f"load_tar_obs{num_obs}")(data)
 
 
 # Each writer below fills a temporary path that write_all renames into DIR (eyas.io.atomic_path).
