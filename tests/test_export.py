@@ -154,6 +154,7 @@ def test_onnx_sequences_with_per_row_resets(exported):
     onnx = pytest.importorskip("onnx")
     source, policy, out = exported
     model = onnx.load(str(out / "policy.onnx"))
+    onnx.checker.check_model(model)
     gru = [n for n in model.graph.node if n.op_type == "GRU"]
     assert all(any(a.name == "linear_before_reset" and a.i == 1 for a in n.attribute) for n in gru)
     assert [i.name for i in model.graph.input] == ["obs", "h_in"]
@@ -197,16 +198,18 @@ def test_torchscript_sequences_with_per_row_resets(exported):
                   - m.example_output.numpy()).max() <= STEP_TOL
 
 
-def test_reset_state_matters(exported):
-    """The tolerance is meaningful: resetting to zeros instead of the learned state is caught (student only)."""
-    source, policy, out = exported
-    if not policy.initial_hidden_state.abs().max() > 0:
-        pytest.skip("RAPTOR's learned initial state is zero: zeros are the right reset there")
-    m = torch.jit.load(str(out / "policy.pt"))
+def test_reset_state_matters(tmp_path):
+    """The tolerance is meaningful: resetting to zeros instead of the learned initial state is caught."""
+    source = _student_pt(tmp_path / "actor.pt")
+    assert export.main([str(source), "--out", str(tmp_path / "e"), "--formats", "torchscript"]) == 0
+    policy, _ = export.load_student(source)
+    m = torch.jit.load(str(tmp_path / "e" / "policy.pt"))
     step = lambda o, h: tuple(t.numpy() for t in m.step(torch.from_numpy(o), torch.from_numpy(h)))
     x, reset = _sequences(3, per_row_resets=True)
+    reference = _reference(policy, x, reset)
+    assert np.abs(_run_steps(step, m.initial_state(1).numpy(), x, reset) - reference).max() <= STEP_TOL
     wrong = _run_steps(step, np.zeros((1, 1, 16), np.float32), x, reset)
-    assert np.abs(wrong - _reference(policy, x, reset)).max() > 100 * STEP_TOL
+    assert np.abs(wrong - reference).max() > 100 * STEP_TOL
 
 
 def test_raptor_round_trips_and_reproduces_its_own_example(tmp_path):
