@@ -11,6 +11,7 @@ import sys
 # sub-command -> module whose `main(argv)` runs it (imported lazily so `eyas --help` stays fast)
 COMMANDS = {
     "parity": ("eyas.parity", "compare the PyTorch policy with the rl-tools C++ original on a checkpoint"),
+    "export": ("eyas.export", "write a student as policy.h5, policy.h, policy.tar, policy.onnx and policy.pt for deployment"),
     "distill": ("eyas.distill.cli", "distill teachers into a GRU student (rl-tools post-training semantics)"),
     "teacher": ("eyas.teachers.cli", "train and evaluate PPO teachers (rsl_rl) on the embedded env"),
     "fly": ("eyas.envs.fly", "fly a policy checkpoint in the embedded quadrotor env and report/plot"),

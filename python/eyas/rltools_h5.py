@@ -167,12 +167,13 @@ def _write_tensor(group: h5py.Group | h5py.File, name: str, data: np.ndarray) ->
 @torch.no_grad()
 def save_rltools_h5(policy: StudentPolicy, path: str | os.PathLike, meta: dict | str | None = None, *,
                     checkpoint_name: str = "eyas", example_input: np.ndarray | torch.Tensor | None = None,
-                    example: bool = True, seed: int = 0) -> None:
+                    example: bool = True, seed: int = 0, example_output: np.ndarray | None = None) -> None:
     """Write ``policy`` in rl-tools' layout (float32, as rl-tools' checkpoints), atomically.
 
     With ``example=True`` an ``example/input``/``example/output`` pair is stored (500 x 2 random
     observations unless ``example_input`` is given) so the file also loads in ``foundation_policy.load``;
-    the output is computed from the float32 weights exactly as stored."""
+    the output is computed from the float32 weights exactly as stored, unless ``example_output`` gives it
+    (`eyas export` passes rl-tools' own output for the same weights)."""
     path = Path(path)
     params = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in policy.rltools_parameters().items()}
     if meta is None:
@@ -192,6 +193,11 @@ def save_rltools_h5(policy: StudentPolicy, path: str | os.PathLike, meta: dict |
         ref = StudentPolicy(policy.num_obs, policy.num_actions, policy.hidden_dim, dtype=torch.float32)
         ref.load_rltools_parameters(params)
         ex_out = ref(torch.from_numpy(ex_in)).numpy()
+        if example_output is not None:
+            given = np.asarray(example_output, dtype=np.float32)
+            if given.shape != ex_out.shape:
+                raise ValueError(f"example_output has shape {given.shape}, expected {ex_out.shape}")
+            ex_out = given
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
