@@ -12,7 +12,6 @@ of them are complete (eyas.io), so a failure leaves DIR as it was: never a half-
 See docs/deployment.md."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import json
@@ -27,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eyas.cli import ArgumentParser
 from eyas.io import atomic_path
 from eyas.model import StudentPolicy
+from eyas.rltools_h5 import RAPTOR_OBSERVATION
 
 FORMATS = {"h5": "policy.h5", "header": "policy.h", "tar": "policy.tar", "onnx": "policy.onnx",
            "torchscript": "policy.pt"}
-RAPTOR_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
 MOTOR_ORDER = ["front-right", "back-right", "back-left", "front-left"]
 CONTROL_PERIOD_S = 0.01
 EXAMPLE_SHAPE = (500, 2)  # rl-tools' exporter: 500 steps x 2 sequences
@@ -281,7 +281,7 @@ def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eyas export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="eyas export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="student .h5 (rl-tools layout) or .pt (eyas distill checkpoint)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")

@@ -31,6 +31,9 @@ from eyas.io import atomic_with
 from eyas.model import StudentPolicy
 
 DENSE_ACTIVATIONS = {0: "RELU", 2: "IDENTITY"}
+# RAPTOR's observation spec as its `meta` writes it: position (3), rotation matrix (9), linear velocity (3), body
+# angular velocity (3), previous action (4) = l2f's policy observation
+RAPTOR_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
 
 
 class RLToolsH5Error(ValueError):
@@ -177,8 +180,7 @@ def save_rltools_h5(policy: StudentPolicy, path: str | os.PathLike, meta: dict |
     path = Path(path)
     params = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in policy.rltools_parameters().items()}
     if meta is None:
-        meta = {"environment": {"name": "l2f", "observation":
-                "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"},
+        meta = {"environment": {"name": "l2f", "observation": RAPTOR_OBSERVATION},
                 "exported_by": "eyas"}
     meta_text = meta if isinstance(meta, str) else json.dumps(meta)
 

@@ -14,8 +14,8 @@ import torch
 from eyas.distill.dataset import DistillationError
 from eyas.io import atomic_torch_save, atomic_write_json
 from eyas.model import StudentPolicy
+from eyas.rltools_h5 import RAPTOR_OBSERVATION
 
-L2F_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
 STATE, PREVIOUS_STATE, HISTORY, LOCK = "state.pt", "state.prev.pt", "history.json", ".lock"
 
 
@@ -35,7 +35,7 @@ def save_actor(student: StudentPolicy, directory: Path, stem: str, meta: dict, e
 def actor_environment(embedded: bool, task: str) -> dict:
     """The ``environment`` entry of an exported actor's meta: l2f's observation layout, or the Isaac Lab task."""
     if embedded:
-        return {"name": "l2f", "observation": L2F_OBSERVATION}
+        return {"name": "l2f", "observation": RAPTOR_OBSERVATION}
     return {"name": task, "backend": "isaaclab", "observation": "policy"}
 
 
