@@ -62,7 +62,8 @@ class CollectionConfig:
 class TrainingConfig:
     """The student and its imitation updates (rl-tools' post-training step)."""
 
-    n_epochs: int = setting(1000, "epochs (N_EPOCH)", resume=FIXED_IN_APG)
+    n_epochs: int = setting(1000, "epochs (N_EPOCH); 0 with --init_student and --apg_iterations: APG only",
+                            resume=FIXED_IN_APG)
     batch_size: int = setting(64, "sequences per batch", resume=FIXED)
     sequence_length: int = setting(500, "steps per sequence; 1 = MLP-style batches of single steps", resume=FIXED)
     learning_rate: float = setting(1e-4, "Adam step size (alpha)", resume=FIXED)
@@ -75,7 +76,8 @@ class TrainingConfig:
               ".pt (best_actor.pt), or foundation_policy (the released RAPTOR policy)", resume=FIXED, metavar="PATH")
 
     def validate(self) -> None:
-        _at_least(self, 1, "n_epochs", "batch_size", "sequence_length")
+        _at_least(self, 0, "n_epochs")
+        _at_least(self, 1, "batch_size", "sequence_length")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise DistillationError(f"--learning_rate must be a positive number, got {self.learning_rate}")
         if self.gradient_mode not in ("rltools", "exact"):
@@ -170,6 +172,9 @@ class DistillConfig:
                 getattr(self, part).validate()
             except ValueError as e:
                 raise DistillationError(str(e)) from e
+        if self.training.n_epochs == 0 and not (self.training.init_student and self.apg.iterations > 0):
+            raise DistillationError("--n_epochs 0 fine-tunes a given student only: it needs --init_student and "
+                                    "--apg_iterations > 0 (otherwise --n_epochs must be >= 1)")
 
     def to_dict(self) -> dict:
         """Flat, flag-named settings (config.json)."""

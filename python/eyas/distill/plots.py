@@ -36,7 +36,7 @@ def plot_training(log_dir: Path) -> Path:
     state = torch.load(log_dir / "state.pt", map_location="cpu", weights_only=True)
     loss = np.asarray(state["loss_steps"], dtype=float)
     epochs = np.array([r["epoch"] for r in rows])
-    actor_student = np.array([r["actor"] == "student" for r in rows])
+    actor_student = np.array([r["actor"] == "student" for r in rows], dtype=bool)
     coll = np.array([r["evaluation"]["return_mean"] for r in rows])
     coll_term = np.array([r["evaluation"]["share_terminated"] for r in rows])
     ev_rows = [r for r in rows if "eval" in r]

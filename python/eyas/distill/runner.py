@@ -137,10 +137,12 @@ class DistillationRunner:
     def _plan(self, num_teachers: int) -> DatasetPlan:
         c = self.cfg.collection
         return DatasetPlan.for_run(num_teachers, self.num_episodes, self.max_episode_length, on_policy=c.on_policy,
-                                   n_epochs=self.cfg.training.n_epochs, max_dataset_steps=c.max_dataset_steps)
+                                   n_epochs=max(1, self.cfg.training.n_epochs), max_dataset_steps=c.max_dataset_steps)
 
     def _check_batch_fits(self, num_teachers: int) -> None:
         c, t = self.cfg.collection, self.cfg.training
+        if t.n_epochs == 0:  # APG only: no dataset is ever filled
+            return
         plan = self._plan(num_teachers)
         per_epoch = plan.per_epoch_steps
         available = plan.capacity if c.on_policy else min(plan.capacity, per_epoch * t.n_epochs)
@@ -325,7 +327,9 @@ class DistillationRunner:
         """Weights, epoch and selection rule of rl-tools' best actor (the student of the best DAgger collection)."""
         if self.best["student"] is not None:
             return self.best["student"], self.best["epoch"], "best collection return"
-        # only teacher-forcing epochs ran: no student was ever flown, keep the last one
+        # only teacher-forcing epochs ran (or none: APG on --init_student): no student was flown, keep the last one
+        if not self.history:
+            return self.trainer.student.state_dict(), -1, "the starting student (--init_student, no epoch ran)"
         return self.trainer.student.state_dict(), len(self.history) - 1, "last (no DAgger epoch ran)"
 
     def _run_apg(self, logger: RunLogger) -> None:
