@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from eyas.distill.dataset import DistillationError
-from eyas.io import atomic_torch_save, atomic_write_json
+from eyas.io import atomic_path, atomic_torch_save, atomic_write_json
 from eyas.model import StudentPolicy
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
 
@@ -69,12 +69,19 @@ def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: i
     return weights
 
 
+def has_run_state(log_dir: Path) -> bool:
+    """True when ``log_dir`` holds a complete state of a run (state.pt or state.prev.pt)."""
+    return (log_dir / STATE).is_file() or (log_dir / PREVIOUS_STATE).is_file()
+
+
 def save_run_state(log_dir: Path, state: dict) -> None:
     """state.pt (everything ``--resume`` needs: tensors and plain values only) and its readable part, history.json.
-    The state it replaces stays as state.prev.pt: the last two complete states are always on disk."""
-    if (log_dir / STATE).is_file():
-        os.replace(log_dir / STATE, log_dir / PREVIOUS_STATE)
-    atomic_torch_save(log_dir / STATE, state)
+    The state it replaces stays as state.prev.pt: the last two complete states are always on disk (between the
+    two renames only state.prev.pt, which `load_run_state` then reads)."""
+    with atomic_path(log_dir / STATE) as tmp:
+        torch.save(state, tmp)
+        if (log_dir / STATE).is_file():
+            os.replace(log_dir / STATE, log_dir / PREVIOUS_STATE)
     apg = state.get("apg")
     atomic_write_json(log_dir / HISTORY, {"config": state["config"], "teacher_eval": state["teacher_eval"],
                                           "offsets": state["offsets"].tolist(), "history": state["history"],
@@ -85,6 +92,8 @@ def load_run_state(log_dir: Path) -> dict:
     """The latest complete state of ``log_dir``, read without unpickling code (``weights_only=True``): state.pt,
     or, when it is unreadable (truncated, corrupt), state.prev.pt with a one-line notice on stderr."""
     try:
+        if not (log_dir / STATE).is_file() and (log_dir / PREVIOUS_STATE).is_file():  # killed between the renames
+            raise DistillationError(f"--resume: {log_dir / STATE} is missing")
         return _read_state(log_dir / STATE)
     except DistillationError as latest:
         if not (log_dir / PREVIOUS_STATE).is_file():

@@ -86,10 +86,9 @@ class DistillationRunner:
 
     # ------------------------------------------------------------------ building
     def _check_log_dir(self) -> None:
-        state = self.log_dir / checkpoint.STATE
-        if self.resume and not state.is_file():
-            raise DistillationError(f"--resume: no complete epoch in {self.log_dir} (missing {state.name})")
-        if not self.resume and state.exists():
+        if self.resume and not checkpoint.has_run_state(self.log_dir):
+            raise DistillationError(f"--resume: no complete epoch in {self.log_dir} (missing {checkpoint.STATE})")
+        if not self.resume and checkpoint.has_run_state(self.log_dir):
             raise DistillationError(f"{self.log_dir} already holds a run; pass --resume to continue it or choose "
                                     f"another --log_dir")
 
@@ -127,7 +126,7 @@ class DistillationRunner:
         c, t = self.cfg.collection, self.cfg.training
         self.num_episodes = episodes_per_teacher(c.num_episodes, c.num_envs, num_teachers, self.max_episode_length,
                                                  t.batch_size * t.sequence_length, c.on_policy)
-        if self.num_episodes != c.num_episodes:
+        if self.num_episodes != c.num_episodes and t.n_epochs > 0:
             print(f"eyas distill: {self.num_episodes} episodes per teacher and epoch ({num_teachers} teacher"
                   f"{'s' if num_teachers != 1 else ''}, --num_episodes {c.num_episodes}): raised so that all "
                   f"{c.num_envs} parallel envs fly"
@@ -226,7 +225,7 @@ class DistillationRunner:
     def _run(self) -> dict:
         from eyas.distill.report import finish
 
-        if not self.resume and (self.log_dir / checkpoint.STATE).exists():  # another run got here first
+        if not self.resume and checkpoint.has_run_state(self.log_dir):  # another run got here first
             raise DistillationError(f"{self.log_dir} already holds a run; pass --resume to continue it")
         logger = RunLogger(self.log_dir, purge_step=self.trainer.num_updates if self.resume else None)
         atomic_write_json(self.log_dir / "config.json", self.cfg.to_dict())
