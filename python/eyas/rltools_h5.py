@@ -88,47 +88,11 @@ def load_rltools_h5(path: str | os.PathLike, *, dtype: torch.dtype = torch.float
     except OSError as e:
         raise RLToolsH5Error(f"{name}: not a readable HDF5 file ({e})") from e
     with f:
-        if "actor" not in f:
-            raise RLToolsH5Error(f"{name}: missing group 'actor'")
-        actor = f["actor"]
-        if _attr(actor, "type") != "sequential":
-            raise RLToolsH5Error(f"{name}: 'actor' has type {_attr(actor, 'type')!r}, expected 'sequential'")
-        for i, kind in ((0, "dense"), (1, "gru"), (2, "dense")):
-            g = f"actor/layers/{i}"
-            if g not in f:
-                raise RLToolsH5Error(f"{name}: missing group '{g}'")
-            if _attr(f[g], "type") != kind:
-                raise RLToolsH5Error(f"{name}: '{g}' has type {_attr(f[g], 'type')!r}, expected '{kind}'")
-        if "actor/layers/3" in f:
-            raise RLToolsH5Error(f"{name}: 'actor/layers' has more than 3 layers; expected Dense-GRU-Dense")
-        for i, act in DENSE_ACTIVATIONS.items():
-            got = _attr(f[f"actor/layers/{i}"], "activation_function")
-            if got != act:
-                raise RLToolsH5Error(f"{name}: 'actor/layers/{i}' activation_function is {got!r}, expected '{act}'")
-
-        w0 = _dataset(f, "actor/layers/0/weights/parameters", path_name=name)
-        if w0.ndim != 2:
-            raise RLToolsH5Error(f"{name}: dataset 'actor/layers/0/weights/parameters' has shape {w0.shape}, "
-                                 f"expected (hidden_dim, num_obs)")
-        hidden, num_obs = w0.shape
-        w2 = _dataset(f, "actor/layers/2/weights/parameters", path_name=name)
-        if w2.ndim != 2 or w2.shape[1] != hidden:
-            raise RLToolsH5Error(f"{name}: dataset 'actor/layers/2/weights/parameters' has shape {w2.shape}, "
-                                 f"expected (num_actions, {hidden})")
-        num_actions = w2.shape[0]
-        expected = {
-            "0.weights": (hidden, num_obs), "0.biases": (1, hidden),
-            "1.weights_input": (3 * hidden, hidden), "1.biases_input": (3 * hidden,),
-            "1.weights_hidden": (3 * hidden, hidden), "1.biases_hidden": (3 * hidden,),
-            "1.initial_hidden_state": (hidden,),
-            "2.weights": (num_actions, hidden), "2.biases": (1, num_actions),
-        }
-        params = {}
-        for key, shape in expected.items():
-            layer, pname = key.split(".")
-            params[key] = _dataset(f, f"actor/layers/{layer}/{pname}/parameters", shape, name)
-        meta_text = _attr(actor, "meta")
-        checkpoint_name = _attr(actor, "checkpoint_name")
+        try:
+            params, num_obs, num_actions, hidden, meta_text, checkpoint_name = _read_actor(f, name)
+        except (RuntimeError, KeyError, OSError, TypeError) as e:  # h5py on a corrupt file's inner structure
+            raise RLToolsH5Error(f"{name}: corrupt HDF5 file ({type(e).__name__}: "
+                                 f"{(str(e).splitlines() or [''])[0][:200]})") from e
 
     for key, value in params.items():
         if not np.isfinite(value).all():
@@ -142,6 +106,52 @@ def load_rltools_h5(path: str | os.PathLike, *, dtype: torch.dtype = torch.float
     except json.JSONDecodeError:
         policy.meta = meta_text
     return policy
+
+
+def _read_actor(f: h5py.File, name: str) -> tuple[dict, int, int, int, str, str]:
+    """The Dense-GRU-Dense parameters of an open rl-tools file, checked layer by layer (`RLToolsH5Error`)."""
+    if "actor" not in f:
+        raise RLToolsH5Error(f"{name}: missing group 'actor'")
+    actor = f["actor"]
+    if _attr(actor, "type") != "sequential":
+        raise RLToolsH5Error(f"{name}: 'actor' has type {_attr(actor, 'type')!r}, expected 'sequential'")
+    for i, kind in ((0, "dense"), (1, "gru"), (2, "dense")):
+        g = f"actor/layers/{i}"
+        if g not in f:
+            raise RLToolsH5Error(f"{name}: missing group '{g}'")
+        if _attr(f[g], "type") != kind:
+            raise RLToolsH5Error(f"{name}: '{g}' has type {_attr(f[g], 'type')!r}, expected '{kind}'")
+    if "actor/layers/3" in f:
+        raise RLToolsH5Error(f"{name}: 'actor/layers' has more than 3 layers; expected Dense-GRU-Dense")
+    for i, act in DENSE_ACTIVATIONS.items():
+        got = _attr(f[f"actor/layers/{i}"], "activation_function")
+        if got != act:
+            raise RLToolsH5Error(f"{name}: 'actor/layers/{i}' activation_function is {got!r}, expected '{act}'")
+
+    w0 = _dataset(f, "actor/layers/0/weights/parameters", path_name=name)
+    if w0.ndim != 2:
+        raise RLToolsH5Error(f"{name}: dataset 'actor/layers/0/weights/parameters' has shape {w0.shape}, "
+                             f"expected (hidden_dim, num_obs)")
+    hidden, num_obs = w0.shape
+    w2 = _dataset(f, "actor/layers/2/weights/parameters", path_name=name)
+    if w2.ndim != 2 or w2.shape[1] != hidden:
+        raise RLToolsH5Error(f"{name}: dataset 'actor/layers/2/weights/parameters' has shape {w2.shape}, "
+                             f"expected (num_actions, {hidden})")
+    num_actions = w2.shape[0]
+    expected = {
+        "0.weights": (hidden, num_obs), "0.biases": (1, hidden),
+        "1.weights_input": (3 * hidden, hidden), "1.biases_input": (3 * hidden,),
+        "1.weights_hidden": (3 * hidden, hidden), "1.biases_hidden": (3 * hidden,),
+        "1.initial_hidden_state": (hidden,),
+        "2.weights": (num_actions, hidden), "2.biases": (1, num_actions),
+    }
+    params = {}
+    for key, shape in expected.items():
+        layer, pname = key.split(".")
+        params[key] = _dataset(f, f"actor/layers/{layer}/{pname}/parameters", shape, name)
+    meta_text = _attr(actor, "meta")
+    checkpoint_name = _attr(actor, "checkpoint_name")
+    return params, num_obs, num_actions, hidden, meta_text, checkpoint_name
 
 
 def read_example(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,8 @@ def load_teacher(
             params = own
     else:
         raise TeacherError(f"unknown teacher file type {ckpt.suffix!r} for {ckpt} (expected .pt or .h5)")
+    if not all(bool(t.isfinite().all()) for t in net.state_dict().values() if t.is_floating_point()):
+        raise TeacherError(f"{ckpt}: the teacher's parameters contain NaN or inf")
     if int(num_obs) != int(sidecar.get("num_obs", num_obs)):
         raise TeacherError(f"{ckpt}: network input is {num_obs} wide but {SIDECAR} says num_obs={sidecar['num_obs']}")
     if params is None and sidecar.get("dynamics"):

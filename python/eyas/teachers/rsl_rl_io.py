@@ -124,10 +124,10 @@ def read_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
+        # torch names the global a file would build (and so could run code through); junk bytes name none
+        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if culprit is None:
             raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {_first_line(e)}") from e
-        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line.lower()
-                        and "Unsupported" in line), "objects other than tensors")
         raise TeacherError(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); "
                            f"teacher files are read without running code") from e
     except Exception as e:  # torch raises many types for corrupt files
@@ -144,6 +144,16 @@ def _first_line(e: Exception) -> str:
 def load_rsl_rl_checkpoint(path: Path, activation: str | None = None) -> tuple[nn.Sequential, dict, dict | None]:
     """(actor network, parse info, eyas sidecar or None) for an rsl_rl checkpoint file."""
     ckpt = read_checkpoint(path)
+    try:
+        return _build_from_checkpoint(path, ckpt, activation)
+    except TeacherError:
+        raise
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise TeacherError(f"{path}: not an rsl_rl actor this loader understands ({type(e).__name__}: "
+                           f"{_first_line(e)})") from e
+
+
+def _build_from_checkpoint(path: Path, ckpt: dict, activation: str | None):
     parsed = parse_rsl_rl_actor(ckpt)
     sidecar = read_sidecar(path)
     actor_cfg = (sidecar or {}).get("actor", {})
