@@ -15,6 +15,7 @@ teachers), with the student acting; every teacher labels the states its rows vis
                                                           for x = position, linear and angular velocity: rises
                                                           before l2f's termination thresholds are reached
           + imitation_weight |a - a_teacher|^2 / 4        the distillation loss on the student's own states
+          + steady_weight |p - target|  (step >= steady_start)  optional: the steady state, what evaluation measures
 
 A row that meets a termination condition stops there (its later steps neither cost nor pass gradients). The loss
 is the mean cost over running rows and steps; its gradient (clipped to ``grad_clip`` in norm) drives Adam.
@@ -107,12 +108,13 @@ class AnalyticPolicyGradient:
         c = self.cfg
         cost_sum = imitation_sum = running_steps = 0.0
         ended = None
-        for step in self.fly():
+        for t, step in enumerate(self.fly()):
             reward, limits, target = step.env.params.mdp.reward, step.env.params.mdp.termination, step.env.target
             nxt, actions = step.next_state, step.actions
             tilt = 1 - sim.quaternion_to_rotation_matrix(nxt.orientation)[:, 2, 2]
-            cost = (reward.position * _norm(nxt.position - target) + reward.d_action * _norm(actions - step.previous_actions)
-                    + c.tilt_weight * tilt)
+            position_weight = reward.position + (c.steady_weight if t >= c.steady_start else 0.0)
+            cost = (position_weight * _norm(nxt.position - target)
+                    + reward.d_action * _norm(actions - step.previous_actions) + c.tilt_weight * tilt)
             for threshold, value in ((limits.position_threshold, nxt.position - target),
                                      (limits.linear_velocity_threshold, nxt.linear_velocity),
                                      (limits.angular_velocity_threshold, nxt.angular_velocity)):

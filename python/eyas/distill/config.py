@@ -114,19 +114,23 @@ class APGConfig:
     barrier_start: float = setting(0.75, "share of each termination threshold where the barrier starts",
                                    resume=FIXED_IN_APG)
     tilt_weight: float = setting(0.2, "weight of the tilt cost 1 - R_zz", resume=FIXED_IN_APG)
+    steady_weight: float = setting(0.0, "extra weight of |p - target| from step --apg_steady_start on (steady "
+                                   "state; 0: l2f's position cost only)", resume=FIXED_IN_APG)
+    steady_start: int = setting(300, "first step of the steady-state term (with --apg_horizon 500: the last 2 s)",
+                                resume=FIXED_IN_APG)
     grad_clip: float = setting(1.0, "gradient-norm clip", resume=FIXED_IN_APG)
     eval_every: int = setting(25, "evaluate (and select the best actor) every N APG steps")
     eval_episodes: int = setting(256, "randomised-dynamics episodes per APG evaluation (plus "
                                  "--eval_registry_episodes per model)")
 
     def validate(self) -> None:
-        _at_least(self, 0, "iterations")
+        _at_least(self, 0, "iterations", "steady_start")
         _at_least(self, 1, "envs", "horizon", "eval_every", "eval_episodes")
         for name in ("learning_rate", "grad_clip"):
             value = getattr(self, name)
             if not (value > 0 and value < float("inf")):
                 raise DistillationError(f"--apg_{name} must be a positive number, got {value}")
-        for name in ("imitation_weight", "barrier_weight", "tilt_weight"):
+        for name in ("imitation_weight", "barrier_weight", "tilt_weight", "steady_weight"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
