@@ -108,11 +108,31 @@ def test_the_seed_quick_command_runs_with_one_teacher(tmp_path, capsys):
     assert (log_dir / "best_actor.h5").is_file()
 
 
-def test_nan_teacher_actions(tmp_path, capsys):
+def test_nan_teacher_parameters(tmp_path, capsys):
     good = write_teacher(tmp_path / "good.h5")
     nan = write_teacher(tmp_path / "nan.h5", bias=float("nan"))
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", good, nan, "--batch_size", 2, "--sequence_length", 10)
-    check_error(capsys, rc, log_dir, "teacher 1", "nan", "non-finite actions")
+    check_error(capsys, rc, log_dir, "nan.h5", "NaN or inf")
+
+
+class _BlowsUp(torch.nn.Module):
+    """Finite (no) parameters, non-finite actions: a teacher that diverges numerically."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 4), float("nan"))
+
+
+def test_nan_teacher_actions(tmp_path):
+    from eyas.distill.dataset import DistillationError
+    from eyas.distill.runner import DistillationRunner
+    from eyas.teachers import Teacher, load_teacher
+
+    from test_distill_runner import _cfg
+
+    teachers = [load_teacher(write_teacher(tmp_path / "good.h5")), Teacher(_BlowsUp(), num_obs=74, name="diverges")]
+    with pytest.raises(DistillationError, match=r"teacher 1 \(diverges\) produced non-finite actions"):
+        DistillationRunner(_cfg(tmp_path, "run"), teachers=teachers, progress=False).run()
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_without_run_and_overwrite_refused(tmp_path, capsys):
