@@ -35,15 +35,16 @@ from eyas.distill.dataset import DatasetPlan, DistillationError, episodes_per_te
 from eyas.distill.evaluation import Evaluator, TaskEvaluator, accepts, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
-from eyas.model import StudentPolicy
-from eyas.teachers import TeacherBank, TeacherError, load_teachers
 from eyas.io import atomic_write_json
+from eyas.model import StudentPolicy
+from eyas.sim import MODEL_NAMES
+from eyas.teachers import TeacherBank, TeacherError, load_teachers
 
 STALL_EPOCHS = 3  # DAgger epochs in a row without one batch of data before an on-policy run gives up
 
 
 def detached(student: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+    return detached_dict(student.state_dict())
 
 
 class DistillationRunner:
@@ -75,8 +76,6 @@ class DistillationRunner:
         self.history, self.loss_steps = [], []
         self.apg_state = None  # the APG phase: {"trainer", "best", "history"}
         self.apg_student = None
-        from eyas.sim import MODEL_NAMES
-
         self.idle_epochs = 0  # DAgger epochs in a row without a training step
         self.offsets = self.teacher_eval = None  # rl-tools' teacher evaluation: the first thing `run` flies
         self.start_epoch = self._restore(checkpoint.load_run_state(self.log_dir)) if resume else 0
