@@ -77,9 +77,7 @@ class TaskEvaluator:
             env = self.task.episodes(min(left, self.task.num_envs))
             parts.append(rollout(env, policy_fn, reset=False))
             left -= env.num_envs
-        merged = EpisodeStats(*(torch.cat([getattr(p, f) for p in parts]) for f in
-                                ("returns", "lengths", "terminated", "position_error", "final_position_error")))
-        return {"task": merged.summary()}
+        return {"task": EpisodeStats.concat(parts).summary()}
 
 
 POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts as "not worse" on the same episodes

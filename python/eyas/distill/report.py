@@ -40,12 +40,18 @@ def save_final_actors(run, final) -> tuple[StudentPolicy, int, str, dict | None]
     return best, best_epoch, chosen, apg_summary
 
 
-def teachers_on_held_out(run, final) -> dict | None:
-    """Teachers trained over randomised dynamics fly the same held-out set: the like-for-like reference."""
+def privileged_teachers_on_final(run, final) -> list[dict]:
+    """Up to three teachers trained over randomised dynamics fly the final episodes (every group in one flight):
+    the like-for-like reference."""
     privileged = [t for t in run.bank.teachers if getattr(t, "params", None) is None][:3]
     if not any(name == final.held_out for name, _, _ in final.groups):
-        return None
-    rows = [final.evaluate_fn(teacher_policy_fn(t))[final.held_out] for t in privileged]
+        return []
+    return [final.evaluate_fn(teacher_policy_fn(t)) for t in privileged]
+
+
+def held_out_mean(evals: list[dict], held_out: str) -> dict | None:
+    """Mean held-out return and share terminated over teachers' evaluations (None without any)."""
+    rows = [e[held_out] for e in evals]
     if not rows:
         return None
     return {"teachers": len(rows), "return_mean": sum(r["return_mean"] for r in rows) / len(rows),
@@ -59,9 +65,8 @@ def finish(run) -> dict:
                                seed=c.seed + 2_000_029)
     best, best_epoch, chosen, apg_summary = save_final_actors(run, final)
     final_eval = final(best)
-    reference = teachers_on_held_out(run, final)
+    teacher_evals = privileged_teachers_on_final(run, final)
     raptor = raptor_policy(run.embedded, run.num_obs, run.num_actions, run.device)
-    privileged = next((t for t in run.bank.teachers if getattr(t, "params", None) is None), None)
     flights = record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017) if run.embedded else None
     teachers = run.teacher_eval["summary"]
     held_out = final_eval.get(final.held_out)
@@ -73,11 +78,10 @@ def finish(run) -> dict:
         "teachers": {"count": len(run.bank), "return_mean": teachers["return_mean"],
                      "share_terminated": teachers["share_terminated"], "episodes_each": run.teacher_eval["episodes"]},
         "final_eval": final_eval,
-        "privileged_teachers_on_held_out": reference,
+        "privileged_teachers_on_held_out": held_out_mean(teacher_evals, final.held_out),
         # the same final episodes flown by the released RAPTOR policy and by the (first) privileged teacher
         "raptor_final_eval": final(raptor) if raptor is not None else None,
-        "teacher_final_eval": (final.evaluate_fn(teacher_policy_fn(privileged))
-                               if privileged is not None and run.embedded else None),
+        "teacher_final_eval": teacher_evals[0] if teacher_evals and run.embedded else None,
         "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                 if held_out and teachers["return_mean"] else None),
         "gradient_steps": run.trainer.num_updates, "epochs": len(run.history),

@@ -43,6 +43,12 @@ class EpisodeStats:
         return EpisodeStats(self.returns[rows], self.lengths[rows], self.terminated[rows], self.position_error[rows],
                             self.final_position_error[rows], self.tail_steps)
 
+    @classmethod
+    def concat(cls, parts: list["EpisodeStats"]) -> "EpisodeStats":
+        """The episodes of several rollouts, in order (trajectories not kept)."""
+        fields = ("returns", "lengths", "terminated", "position_error", "final_position_error")
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields), tail_steps=parts[0].tail_steps)
+
     @property
     def episodes(self) -> int:
         return len(self.returns)
@@ -175,7 +181,8 @@ def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_ste
         if bool(done.any()):
             ended = done.nonzero()[:, 0]
             _store(out, ended, finished, per_row, episode_return, episode_length, error_buffer, error, extras)
-            recorder.episodes_ended(ended.tolist())
+            if recorder.flights:  # .tolist() synchronises a GPU: only when flights are recorded
+                recorder.episodes_ended(ended.tolist())
             finished[ended] += 1
             episode_return[ended], episode_length[ended], error_buffer[ended] = 0, 0, 0
         reset_mask = done
