@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -46,6 +49,32 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def atomic_torch_save_keeping_previous(path: str | os.PathLike, previous: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; the file it replaces becomes ``previous``, so the last two
+    complete saves are on disk (between the two renames only ``previous``: readers fall back to it)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+        if Path(path).is_file():
+            os.replace(path, previous)
+    return Path(path)
+
+
+def read_with_fallback(path: Path, previous: Path, read: Callable[[Path], T], error: type[Exception],
+                       notice: Callable[[Exception, T], str]) -> T:
+    """``read(path)``; when it raises ``error`` (missing, truncated, corrupt) and ``previous`` exists,
+    ``read(previous)`` with the one-line ``notice(error, value)`` on stderr (see `atomic_torch_save_keeping_previous`)."""
+    try:
+        return read(path)
+    except error as latest:
+        if not previous.is_file():
+            raise
+        value = read(previous)
+        print(notice(latest, value), file=sys.stderr)
+        return value
 
 
 def atomic_with(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:

@@ -6,13 +6,12 @@ import copy
 import fcntl
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import torch
 
 from eyas.distill.dataset import DistillationError
-from eyas.io import atomic_path, atomic_torch_save, atomic_write_json
+from eyas.io import atomic_torch_save, atomic_torch_save_keeping_previous, atomic_write_json, read_with_fallback
 from eyas.model import StudentPolicy
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
 
@@ -78,10 +77,7 @@ def save_run_state(log_dir: Path, state: dict) -> None:
     """state.pt (everything ``--resume`` needs: tensors and plain values only) and its readable part, history.json.
     The state it replaces stays as state.prev.pt: the last two complete states are always on disk (between the
     two renames only state.prev.pt, which `load_run_state` then reads)."""
-    with atomic_path(log_dir / STATE) as tmp:
-        torch.save(state, tmp)
-        if (log_dir / STATE).is_file():
-            os.replace(log_dir / STATE, log_dir / PREVIOUS_STATE)
+    atomic_torch_save_keeping_previous(log_dir / STATE, log_dir / PREVIOUS_STATE, state)
     apg = state.get("apg")
     atomic_write_json(log_dir / HISTORY, {"config": state["config"], "teacher_eval": state["teacher_eval"],
                                           "offsets": state["offsets"].tolist(), "history": state["history"],
@@ -91,19 +87,14 @@ def save_run_state(log_dir: Path, state: dict) -> None:
 def load_run_state(log_dir: Path) -> dict:
     """The latest complete state of ``log_dir``, read without unpickling code (``weights_only=True``): state.pt,
     or, when it is unreadable (truncated, corrupt), state.prev.pt with a one-line notice on stderr."""
-    try:
-        if not (log_dir / STATE).is_file() and (log_dir / PREVIOUS_STATE).is_file():  # killed between the renames
-            raise DistillationError(f"--resume: {log_dir / STATE} is missing")
-        return _read_state(log_dir / STATE)
-    except DistillationError as latest:
-        if not (log_dir / PREVIOUS_STATE).is_file():
-            raise
-        state = _read_state(log_dir / PREVIOUS_STATE)
-        print(f"eyas distill: {latest}; resuming from {PREVIOUS_STATE} (epoch {state['epoch']})", file=sys.stderr)
-        return state
+    return read_with_fallback(log_dir / STATE, log_dir / PREVIOUS_STATE, _read_state, DistillationError,
+                              lambda latest, state: f"eyas distill: {latest}; resuming from {PREVIOUS_STATE} "
+                                                    f"(epoch {state['epoch']})")
 
 
 def _read_state(path: Path) -> dict:
+    if not path.is_file():  # killed between the renames of `save_run_state`
+        raise DistillationError(f"--resume: {path} is missing")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:

@@ -380,8 +380,29 @@ class PointControlEnv(VecEnv, gym.Env):
         reward = -w.scale * weighted_cost + w.constant
         return torch.where(w.non_negative, reward.clamp(min=0), reward)
 
+    # --- resume (`eyas teacher train --resume`) -------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What `step`/`reset` read that changes in flight: random stream, dynamics, states, episode buffers."""
+        return {"generator": self.generator.get_state(), "params": [t.clone() for t in self.params.leaves()],
+                "state": [t.clone() for t in self.state.leaves()]} | {k: getattr(self, k).clone() for k in _BUFFERS}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Continue from `state_dict()` of an env built with the same config."""
+        for tree in ("params", "state"):
+            leaves = getattr(self, tree).leaves()
+            if [t.shape for t in leaves] != [t.shape for t in saved[tree]]:
+                raise ValueError(f"saved env {tree} do not fit this env (other num_envs or config)")
+            for leaf, value in zip(leaves, saved[tree]):
+                leaf.copy_(value)
+        for k in _BUFFERS:
+            getattr(self, k).copy_(saved[k])
+        self.generator.set_state(saved["generator"])
+
     def close(self) -> None:
         pass
+
+
+_BUFFERS = ("action_history", "last_action", "episode_length_buf", "episode_return", "_dynamics_features")
 
 
 def policy_observation(state: State, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:

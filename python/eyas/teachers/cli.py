@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-checkpoint", default=None, metavar="PATH",
                    help="continue training from this teacher (rsl_rl model_*.pt or a teacher directory); "
                         "actor, critic and iteration are loaded, the optimizer starts afresh")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a killed run exactly (same command plus --resume): finished teachers are skipped, "
+                        "the interrupted one continues after its last complete iteration (docs/teachers.md)")
     t.add_argument("--verbose", action="store_true", help="print rsl_rl's per-iteration report instead of a bar")
     _add_common(t)
 
@@ -95,6 +98,7 @@ def _load_params(spec: str):
 
 
 def _train(args) -> int:
+    from . import resume
     from .loading import resolve_checkpoint
     from .train import TrainOptions, default_train_cfg, train_teacher
 
@@ -144,7 +148,11 @@ def _train(args) -> int:
         raise TeacherError(f"teacher names must be unique, got {names}")
     results = []
     for name, dynamics in jobs:
-        side = train_teacher(name, Path(args.out) / name, dynamics, opts)
+        where = resume.progress(Path(args.out) / name) if args.resume else "new"
+        if where == "done":
+            print(f"[{name}] already trained and evaluated: skipped", flush=True)
+            continue
+        side = train_teacher(name, Path(args.out) / name, dynamics, opts, resume=where == "resumable")
         ev, tr = side["evaluation"], side["training"]
         print(f"[{name}] {tr['iterations']} it, {tr['env_steps']} steps, train {tr['train_time_s']:.0f} s "
               f"(wall {tr['wall_time_s']:.0f} s, stopped by {tr['stopped_by']}), selected it {tr['selected_iteration']}: return {ev['return_mean']:.1f}, "

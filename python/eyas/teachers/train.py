@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import io
 import json
-import math
 import os
 import pickle
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +30,9 @@ from rsl_rl.utils.logger import Logger
 
 from eyas.io import atomic_torch_save, atomic_write
 
+from . import resume as resume_state
 from .base import TeacherError
+from .monitor import Stop, TrainingMonitor
 
 SIDECAR_FORMAT = "eyas-teacher"
 SIDECAR_VERSION = 1
@@ -116,14 +115,6 @@ def hover_action(params: Any, resolution: int = 2001) -> torch.Tensor:
     return actions[first].float()
 
 
-class _Stop(Exception):
-    """Raised from the per-iteration hook to end `OnPolicyRunner.learn` early."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class IterationLogger(Logger):
     """rsl_rl `Logger` that calls `after_log(it)` once iteration `it` is logged (None: a plain `Logger`).
 
@@ -165,13 +156,11 @@ def _quiet(enabled: bool):
     return contextlib.redirect_stdout(io.StringIO()) if enabled else contextlib.nullcontext()
 
 
-def _progress(total: int, desc: str):
+def _read_json(path: Path) -> dict:
     try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TeacherError(f"--resume: cannot read {path} ({type(e).__name__})") from e
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -179,19 +168,12 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1))
 
 
-def _write_curve(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
 def train_teacher(
     name: str,
     out_dir: str | os.PathLike,
     dynamics: Any,
     options: TrainOptions | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train one teacher into `out_dir` and return its sidecar dict (also written to `out_dir/teacher.json`).
 
@@ -201,12 +183,15 @@ def train_teacher(
     training summary and selected checkpoint after it, and with the final `"evaluation"` of that checkpoint
     (`opts.final_eval_episodes` episodes, env and episode seed `opts.seed + 20000`). Training envs use seed
     `opts.seed`, periodic evaluations an env with seed `opts.seed + 10000` and episode seed `opts.seed + it`.
+    resume: continue the killed run in `out_dir` exactly (`eyas.teachers.resume`); `options` must be its own.
     """
     from eyas.envs import PointControlEnv, PointControlEnvCfg
 
     opts = options or TrainOptions()
     out = Path(out_dir)
     created = not out.exists()
+    if resume and created:
+        raise TeacherError(f"--resume: {out} does not exist")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
 
@@ -220,14 +205,18 @@ def train_teacher(
     runner = _build_runner(env, train_cfg, out, created, opts)
 
     sidecar = _initial_sidecar(name, privileged, params, env, env_cfg, train_cfg, opts)
+    if resume:
+        resume_state.check_same_run(_read_json(out / "teacher.json"), sidecar, out)
     _write_json(out / "teacher.json", sidecar)
     if opts.select not in ("best", "last"):
         raise ValueError(f"select must be 'best' or 'last', got {opts.select!r}")
 
-    monitor = _TrainingMonitor(name, runner, eval_env, out, opts)
-    if opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
+    monitor = TrainingMonitor(name, runner, eval_env, out, opts)
+    if resume:
+        resume_state.restore(resume_state.load(out), runner, env, monitor)
+    elif opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
         monitor.evaluate(runner.current_learning_iteration - 1)
-    stopped_by = _learn(runner, monitor, opts)
+    stopped_by = _learn(runner, monitor, opts, resume)
     train_time, wall_time = runner.logger.tot_time, monitor.wall_time()
     if not monitor.curve or monitor.curve[-1]["iteration"] != runner.current_learning_iteration:
         monitor.evaluate(runner.current_learning_iteration)
@@ -316,15 +305,22 @@ def _initial_sidecar(name: str, privileged: bool, params: Any, env: Any, env_cfg
     }
 
 
-def _learn(runner: TeacherRunner, monitor: "_TrainingMonitor", opts: TrainOptions) -> str:
-    """`runner.learn(opts.max_iterations)` with `monitor` after every iteration; returns what ended it:
-    "iterations", or the `_Stop` reason ("solved", "time budget"), in which case the last iteration is saved
-    here (learn() was interrupted before its own final save)."""
+def _learn(runner: TeacherRunner, monitor: TrainingMonitor, opts: TrainOptions, resume: bool) -> str:
+    """`runner.learn` up to `opts.max_iterations` iterations after the first with `monitor` after every one;
+    returns what ended it: "iterations", or the `Stop` reason ("solved", "time budget"), in which case the last
+    iteration is saved here (learn() was interrupted before its own final save). A resumed run keeps its episode
+    counters (no random episode lengths) and runs what is left."""
     runner.logger.after_log = monitor.after_iteration
+    left = monitor.first_iteration + opts.max_iterations - runner.current_learning_iteration
+    if left <= 0:  # killed after its last iteration: only the selection and the final evaluation remain
+        runner.current_learning_iteration -= 1
+        runner.logger.writer = None
+        monitor.close()
+        return "iterations"
     try:
         with _quiet(opts.quiet):
-            runner.learn(opts.max_iterations, init_at_random_ep_len=True)
-    except _Stop as stop:
+            runner.learn(left, init_at_random_ep_len=not resume)
+    except Stop as stop:
         if runner.logger.writer is not None:
             runner.save(str(monitor.out / f"model_{runner.current_learning_iteration}.pt"))
             runner.logger.stop_logging_writer()
@@ -332,91 +328,6 @@ def _learn(runner: TeacherRunner, monitor: "_TrainingMonitor", opts: TrainOption
     finally:
         monitor.close()
     return "iterations"
-
-
-class _TrainingMonitor:
-    """Deterministic evaluations during training and what they decide: `curve` (rows of `curve.csv`, rewritten
-    after each), the best checkpoint (saved as `model_<it>.pt` when `opts.select == "best"`), early stops, and
-    the progress bar (or, not quiet, one printed line per evaluation)."""
-
-    def __init__(self, name: str, runner: TeacherRunner, eval_env: Any, out: Path, opts: TrainOptions) -> None:
-        self.name, self.runner, self.eval_env, self.out, self.opts = name, runner, eval_env, out, opts
-        self.curve: list[dict] = []
-        self.best_return = -math.inf
-        self.best_iteration: int | None = None
-        self.eval_time = 0.0  # seconds spent in evaluate() (not part of rsl_rl's tot_time)
-        self.t_start = time.time()
-        self.bar = _progress(opts.max_iterations, name) if opts.quiet else None
-
-    def wall_time(self) -> float:
-        return time.time() - self.t_start
-
-    def evaluate(self, it: int) -> dict:
-        """Evaluate the current policy (`opts.eval_envs` episodes, episode seed `opts.seed + it`) as iteration `it`;
-        appends the row to `curve` and returns it."""
-        from .evaluate import evaluate_actor
-
-        runner, logger = self.runner, self.runner.logger
-        t0 = time.time()
-        policy = runner.alg.get_policy()
-        runner.alg.eval_mode()
-        try:
-            summary = evaluate_actor(lambda obs: policy(obs), self.eval_env, self.opts.eval_envs,
-                                     seed=self.opts.seed + it)
-        finally:
-            runner.alg.train_mode()
-        self.eval_time += time.time() - t0
-        row = {"iteration": it, "env_steps": logger.tot_timesteps, "train_time_s": round(logger.tot_time, 2),
-               "wall_time_s": round(self.wall_time(), 2)} | summary
-        self.curve.append(row)
-        if self.opts.select == "best" and row["return_mean"] > self.best_return:
-            self.best_return, self.best_iteration = row["return_mean"], it
-            runner.save(str(self.out / f"model_{it}.pt"))
-        if logger.writer is not None:
-            for key in ("return_mean", "share_terminated", "final_position_error_mean", "position_error_mean"):
-                if not math.isnan(row[key]):
-                    logger.writer.add_scalar(f"Eval/{key}", row[key], it)
-        _write_curve(self.out / "curve.csv", self.curve)
-        return row
-
-    def after_iteration(self, it: int) -> None:
-        """`IterationLogger` hook: evaluate every `opts.eval_interval` iterations, report progress, and raise
-        `_Stop` once an evaluation meets the solved thresholds (`opts.stop_when_solved`) or rsl_rl's training
-        time reaches `opts.max_minutes`."""
-        opts = self.opts
-        row = self.evaluate(it) if opts.eval_interval and (it + 1) % opts.eval_interval == 0 else None
-        self._report(it, row)
-        if row is not None and opts.stop_when_solved and row["share_terminated"] <= opts.solved_terminated \
-                and row["final_position_error_mean"] <= opts.solved_position_error:
-            raise _Stop("solved")
-        if opts.max_minutes is not None and self.runner.logger.tot_time >= 60 * opts.max_minutes:
-            raise _Stop("time budget")
-
-    def _report(self, it: int, row: dict | None) -> None:
-        if self.bar is None:
-            if row is not None:
-                print(f"[{self.name}] eval @ it {it}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
-            return
-        logger, post = self.runner.logger, {}
-        if logger.rewbuffer:
-            post["return"] = f"{sum(logger.rewbuffer) / len(logger.rewbuffer):.0f}"
-            post["len"] = f"{sum(logger.lenbuffer) / len(logger.lenbuffer):.0f}"
-        if self.curve:
-            post["eval_term"] = f"{self.curve[-1]['share_terminated']:.3f}"
-            post["eval_err"] = f"{self.curve[-1]['final_position_error_mean']:.3f}"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def selected_iteration(self) -> int:
-        """The iteration whose checkpoint is the teacher: the best evaluated one, or (select "last", or no
-        evaluation yet) the runner's current one."""
-        if self.opts.select == "best" and self.best_iteration is not None:
-            return self.best_iteration
-        return self.runner.current_learning_iteration
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _final_evaluation(out: Path, env_cfg: Any, opts: TrainOptions) -> dict:
