@@ -5,13 +5,19 @@ Measures environment steps per second (number of envs x steps per second) at 1, 
 environments on CPU (and CUDA when available), with randomised dynamics and random actions in [-1, 1]:
 
 * eyas env   `PointControlEnv.step`: physics, 22-D + 74-D observations, reward, termination, auto-reset
-               (new dynamics parameters and initial state for finished episodes)
-* eyas sim   `eyas.sim.step` only (RK4 physics)
+               (new dynamics parameters and initial state for finished episodes), on the compiled path
+               (`eyas.envs.transition` under torch.compile) and the eager one (`--paths`)
+* eyas sim   `eyas.sim.step` only (RK4 physics), compiled or eager alike
 * l2f        `vectorN.step` + `observe` + `terminated` + `sample_initial_state_if_truncated` (same work as
                the eyas env except reward and re-drawing parameters), at the sizes l2f compiles (1 ... 8192);
                only if `import l2f` works. Its OpenMP threads and torch's intra-op threads use the same cores.
 
     python benchmarks/bench_env.py [--sizes 1 64 1024 4096 16384] [--seconds 2] [--devices cpu cuda] [--threads N]
+                                   [--paths compiled eager] [--json rows.json]
+
+`--json PATH` writes one row per (device, path, size): num_envs, path, device, eyas_env_steps_per_s,
+eyas_sim_steps_per_s, l2f_steps_per_s (null without l2f or at a size it does not compile) and ratio (env / l2f).
+The compiled path's first compile (~30-60 s on 2 cores, seconds with inductor's cache) is not timed.
 
 `--threads N` sets torch's intra-op threads and l2f's OpenMP threads (OMP_NUM_THREADS) alike; on a shared or
 busy machine use 1 (oversubscribed threads slow both down by an order of magnitude).
@@ -45,8 +51,9 @@ def timed(fn, seconds: float, sync) -> float:
                 return calls / elapsed
 
 
-def bench_eyas(num_envs: int, device: str, seconds: float) -> tuple[float, float]:
-    env = PointControlEnv(PointControlEnvCfg(num_envs=num_envs, device=device, dynamics="randomized", seed=0))
+def bench_eyas(num_envs: int, device: str, seconds: float, compiled: bool) -> tuple[float, float]:
+    env = PointControlEnv(PointControlEnvCfg(num_envs=num_envs, device=device, dynamics="randomized", seed=0,
+                                             compile=compiled))
     generator = torch.Generator(device=device).manual_seed(1)
     actions = torch.rand(64, num_envs, 4, generator=generator, device=device) * 2 - 1
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -58,9 +65,10 @@ def bench_eyas(num_envs: int, device: str, seconds: float) -> tuple[float, float
 
     env_rate = timed(env_step, seconds, sync) * num_envs
     state, params = env.state, env.params
+    physics = torch.compile(sim.step, dynamic=True) if compiled else sim.step
 
     def sim_step():
-        sim.step(state, actions[k[0] % 64], params, validate=False)
+        physics(state, actions[k[0] % 64], params, validate=False)
         k[0] += 1
 
     sim_rate = timed(sim_step, seconds, sync) * num_envs
@@ -107,6 +115,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum measuring time per entry")
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and l2f (OpenMP)")
+    parser.add_argument("--paths", nargs="+", default=["compiled", "eager"], choices=["compiled", "eager"])
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -118,15 +128,25 @@ def main() -> int:
     l2f_rates = {n: bench_l2f(n, args.seconds) for n in args.sizes}
     if all(v is None for v in l2f_rates.values()):
         print("(l2f not importable: no C++ reference column)\n")
-    header = f"{'device':<6} {'envs':>7} {'eyas env':>12} {'eyas sim':>12} {'l2f (C++)':>12} {'env / l2f':>10}"
+    header = (f"{'device':<6} {'path':<9} {'envs':>7} {'eyas env':>12} {'eyas sim':>12} {'l2f (C++)':>12} "
+              f"{'env / l2f':>10}")
     print(header)
     print("-" * len(header))
+    rows = []
     for device in args.devices:
-        for n in args.sizes:
-            env_rate, sim_rate = bench_eyas(n, device, args.seconds)
-            reference = l2f_rates[n]
-            ratio = f"{env_rate / reference:>10.3f}" if reference else f"{'-':>10}"
-            print(f"{device:<6} {n:>7} {rate(env_rate)} {rate(sim_rate)} {rate(reference)} {ratio}", flush=True)
+        for path in args.paths:
+            for n in args.sizes:
+                env_rate, sim_rate = bench_eyas(n, device, args.seconds, compiled=path == "compiled")
+                reference = l2f_rates[n]
+                ratio = env_rate / reference if reference else None
+                rows.append({"num_envs": n, "path": path, "device": device, "eyas_env_steps_per_s": env_rate,
+                             "eyas_sim_steps_per_s": sim_rate, "l2f_steps_per_s": reference, "ratio": ratio})
+                print(f"{device:<6} {path:<9} {n:>7} {rate(env_rate)} {rate(sim_rate)} {rate(reference)} "
+                      + (f"{ratio:>10.3f}" if ratio else f"{'-':>10}"), flush=True)
+    if args.json:
+        from eyas.io import atomic_write_json
+
+        atomic_write_json(args.json, rows)
     return 0
 
 

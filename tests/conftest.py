@@ -1,8 +1,14 @@
 """Shared fixtures of tests/."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# envs built by the suite run eager unless EYAS_COMPILE says otherwise (each first compile costs ~30-60 s on 2
+# cores); the tests marked `compiled` build the compiled path on purpose
+os.environ.setdefault("EYAS_COMPILE", "0")
 
 
 @pytest.fixture(scope="module")

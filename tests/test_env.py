@@ -176,6 +176,30 @@ def test_per_episode_randomization_and_fixed_params():
         make(dynamics="hexacopter")
 
 
+def test_every_new_episode_starts_from_its_own_draw():
+    """Randomised dynamics restart finished rows from the env's pool of pre-drawn starts: each episode gets its own
+    parameters and initial state (no entry reused, none shared between rows), counters and history reset."""
+    env = make(num_envs=16, dynamics="randomized", seed=3)
+    g = torch.Generator().manual_seed(0)
+    masses = set(env.params.dynamics.mass.tolist())
+    started = 0
+    for _ in range(120):
+        obs, _, dones, _ = env.step(torch.rand(16, 4, generator=g) * 2 - 1)  # random actions: frequent crashes
+        ids = dones.nonzero()[:, 0]
+        if ids.numel() == 0:
+            continue
+        new = env.params.dynamics.mass[ids].tolist()
+        assert len(set(new)) == len(new) and not set(new) & masses
+        masses |= set(new)
+        started += len(new)
+        assert (env.episode_length_buf[ids] == 0).all() and (env.episode_return[ids] == 0).all()
+        assert (env.last_action[ids] == 0).all()
+        rotor_speeds = obs["teacher"][ids, 22:26]
+        torch.testing.assert_close(env.action_history[ids, 0], rotor_speeds)  # history = the start's rotor speeds
+        torch.testing.assert_close(obs["policy"][ids, :3], env.state.position[ids])
+    assert started > 16
+
+
 def test_seed_determinism_and_float64():
     a, b = make(seed=7), make(seed=7)
     assert torch.equal(a.get_observations()["teacher"], b.get_observations()["teacher"])

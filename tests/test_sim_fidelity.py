@@ -32,6 +32,20 @@ N_STEP_CHAIN = 4 * 26 + 14  # longest operation chain of one step (module docstr
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
 
 
+def compiled_step(state, action, params, validate=True):
+    """`sim.step` compiled by inductor (the env's compiled path, `eyas.envs.transition`): fused and reordered
+    arithmetic is one more float32 implementation, so the same two-implementation bound applies."""
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(sim.step, dynamic=True)
+    sim.check_inputs(state, action, params, validate)
+    return _COMPILED["fn"](state, action, params, validate=False)
+
+
+_COMPILED: dict = {}
+STEPS = pytest.mark.parametrize("step", [sim.step, pytest.param(compiled_step, marks=pytest.mark.compiled)],
+                                ids=["eager", "compiled"])
+
+
 def gamma(n: int, u: float = U32) -> float:
     return n * u / (1 - n * u)
 
@@ -124,13 +138,14 @@ def test_every_registry_model_and_randomized_sets_are_covered(fx):
     assert np.abs(fx["force"][[n.startswith("randomized/") for n in names]]).min() > 0
 
 
+@STEPS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_single_steps_match_l2f(fx, dtype):
+def test_single_steps_match_l2f(fx, dtype, step):
     for c, name in enumerate(fx["name"]):
         params = case_params(fx, c, dtype)
         x = torch.as_tensor(fx["step_state"][c], dtype=dtype)
         action = torch.as_tensor(fx["step_action"][c], dtype=dtype)
-        out = pack(sim.step(unpack(x, fx["force"][c], fx["torque"][c]), action, params)).double()
+        out = pack(step(unpack(x, fx["force"][c], fx["torque"][c]), action, params)).double()
         expected = torch.as_tensor(fx["step_next_state"][c], dtype=torch.float64)
         # float64 eyas carries no round-off of its own: only l2f's gamma_n S remains, the 2x is not needed
         tol = step_tolerance(x, expected, action, params, fx["force"][c], fx["torque"][c])
@@ -167,7 +182,8 @@ def test_observations_match_l2f(fx):
         assert (obs[:, 3:12] - expected[:, 3:12]).abs().max().item() <= 2 * gamma(4) * 5, name
 
 
-def test_rollouts_stay_within_propagated_roundoff(fx):
+@STEPS
+def test_rollouts_stay_within_propagated_roundoff(fx, step):
     """Replay l2f's 100 closed-loop actions open loop from l2f's initial state.
 
     Rigorous first-order bound: two float32 evaluations of the step map f, each with local error
@@ -186,7 +202,7 @@ def test_rollouts_stay_within_propagated_roundoff(fx):
 
     def f(x: torch.Tensor, a: torch.Tensor, p: Params, frc, trq) -> torch.Tensor:
         state = State(x[:, 0:3], x[:, 3:7], x[:, 7:10], x[:, 10:13], x[:, 13:17], frc, trq)
-        return pack(sim.step(state, a, p, validate=False))
+        return pack(step(state, a, p, validate=False))
 
     # central differences for all cases at once: 2 * 17 perturbed copies of every case
     rep = lambda t: t.repeat_interleave(34, dim=0)  # noqa: E731

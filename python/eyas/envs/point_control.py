@@ -43,7 +43,7 @@ Observation groups (`get_observations()` returns a `TensorDict` with batch size 
 Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 
 `step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
-to their next episode. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
+to their next episode (randomised dynamics: drawn ahead in a pool; the step runs compiled, `eyas.envs.transition`). `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
 the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
 `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
 |p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
@@ -62,6 +62,9 @@ from tensordict import TensorDict
 
 from eyas import sim
 from eyas.sim import Params, State
+
+from . import transition
+from .transition import ResetPool
 
 NUM_ACTIONS = 4
 NUM_DYNAMICS_FEATURES = 48
@@ -137,6 +140,7 @@ class PointControlEnvCfg:
     action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
     action_history_length: int = 1
     validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
+    compile: bool | None = None  # the step compiled by torch.compile (None: EYAS_COMPILE, default on; `transition`)
 
     def to_dict(self) -> dict:
         out = {}
@@ -212,6 +216,9 @@ class PointControlEnv(VecEnv, gym.Env):
         self.episode_return = torch.zeros(n, **kwargs)
         self._dynamics_features = torch.zeros(n, NUM_DYNAMICS_FEATURES, **kwargs)
         self._reset_idx(torch.arange(n, device=self.device), resample_state=False)
+        self._transition = transition.step_function(transition.compile_enabled(cfg.compile))
+        self._pool: ResetPool | None = None  # randomised dynamics: episode starts drawn ahead (`_fill_pool`)
+        self._pool_used, self._pool_first = 0, torch.zeros((), dtype=torch.long, device=self.device)
 
     # --- parameters -----------------------------------------------------------------------------------
     def _new_params(self, count: int) -> Params:
@@ -251,8 +258,7 @@ class PointControlEnv(VecEnv, gym.Env):
         if resample_state:
             self.state.assign_(env_ids, sim.sample_initial_state(params, self.generator))
         state = self.state[env_ids]
-        limit = params.dynamics.action_limit
-        normalized_rpm = (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
+        normalized_rpm = transition.normalized_rotor_speeds(params, state)
         self.action_history[env_ids] = normalized_rpm[:, None, :].expand(-1, self.cfg.action_history_length, -1)
         self.last_action[env_ids] = 0
         self.episode_length_buf[env_ids] = 0
@@ -263,6 +269,7 @@ class PointControlEnv(VecEnv, gym.Env):
         """Start new episodes in all environments (optionally reseeding the generator)."""
         if seed is not None:
             self.generator.manual_seed(seed)
+        self._pool, self._pool_used = None, 0  # later episodes come from draws after this reset
         self._reset_idx(torch.arange(self.num_envs, device=self.device))
         return self.get_observations(), {}
 
@@ -282,17 +289,46 @@ class PointControlEnv(VecEnv, gym.Env):
     def observe(self, state: State, action_history: torch.Tensor) -> TensorDict:
         """The observation groups of ``state`` with ``action_history`` (num_envs, H, 4) under this env's dynamics
         parameters; differentiable in both (`eyas.distill.apg` flies the env's rows without `step`)."""
-        limit = self.params.dynamics.action_limit
-        rotor_speeds = (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
-        noise_free = policy_observation(state, action_history, self.target)
+        return self._observations(*transition.observation_groups(self.params, self.target, state, action_history,
+                                                                 self._dynamics_features))
+
+    def _observations(self, noise_free: torch.Tensor, teacher: torch.Tensor) -> TensorDict:
         noise = self._observation_noise()
         policy = noise_free if noise is None else noise_free + noise
-        teacher = torch.cat([noise_free, rotor_speeds, self._dynamics_features], dim=-1)
         return TensorDict({"policy": policy, "teacher": teacher}, batch_size=[self.num_envs], device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
-        """Apply `actions` (num_envs, 4) in [-1, 1] (finite values outside are clamped, as in l2f)."""
+        """Apply `actions` (num_envs, 4) in [-1, 1] (finite values outside are clamped, as in l2f): the compiled (or
+        eager) `transition`, then what needs random draws or host values (noise, the reset pool, fixed-dynamics
+        resets)."""
+        actions = self._checked(actions)
+        applied = actions
+        if self.cfg.action_noise > 0:
+            applied = actions + self.params.mdp.action_noise.normalized_rpm[:, None] * torch.randn(
+                actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        if self._fixed_params is None:
+            self._fill_pool()
+        out = self._transition(self.state, actions, applied, self.params, self.target, self.last_action,
+                               self.action_history, self.episode_length_buf, self.episode_return,
+                               self._dynamics_features, self.max_episode_length, self._pool, self._pool_first)
+        count = int(out["count"])  # one host sync: the pool's bookkeeping and rsl_rl's episode log
+        extras = {"time_outs": out["time_outs"], "terminated": out["terminated"],
+                  "position_error": out["position_error"], "termination_terms": out["terms"]}
+        if count:
+            extras["log"] = out["log"]
+        self.state, self.params, self._dynamics_features = out["state"], out["params"], out["features"]
+        self.action_history, self.last_action = out["action_history"], out["last_action"]
+        self.episode_length_buf, self.episode_return = out["length"], out["episode_return"]
+        if self._pool is not None:
+            self._pool_used += count
+            self._pool_first.fill_(self._pool_used)
+        elif count:  # fixed dynamics: new initial states for the finished rows, then their observations
+            self._reset_idx(out["dones"].nonzero()[:, 0])
+            return self.get_observations(), out["rewards"], out["dones"].long(), extras
+        return self._observations(out["policy"], out["teacher"]), out["rewards"], out["dones"].long(), extras
+
+    def _checked(self, actions: torch.Tensor) -> torch.Tensor:
         if not isinstance(actions, torch.Tensor):
             raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_envs}, 4), got {type(actions).__name__}")
         if tuple(actions.shape) != (self.num_envs, NUM_ACTIONS):
@@ -307,84 +343,38 @@ class PointControlEnv(VecEnv, gym.Env):
                 raise ValueError("actions contain NaN")
             if flags[1]:
                 raise ValueError("actions contain inf; actions must be finite (finite values outside [-1, 1] are clamped)")
-        actions = actions.to(self.dtype)
-        applied = actions
-        if self.cfg.action_noise > 0:
-            applied = actions + self.params.mdp.action_noise.normalized_rpm[:, None] * torch.randn(
-                actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        state = self.state
-        next_state = sim.step(state, applied, self.params, validate=False)
-        terms = self.termination_terms(next_state)
-        terminated = torch.stack(list(terms.values())).any(0)
-        rewards = torch.where(terminated, self.params.mdp.reward.termination_penalty,
-                              self._reward(state, actions, next_state))
-
-        self.state = next_state
-        self.action_history = torch.cat([actions[:, None], self.action_history[:, :-1]], dim=1)
-        self.last_action = actions.clone()  # a copy: resets zero it in place, the caller's tensor stays as it was
-        self.episode_length_buf += 1
-        self.episode_return += rewards
-        time_outs = (self.episode_length_buf >= self.max_episode_length) & ~terminated
-        dones = terminated | time_outs
-        extras = {
-            "time_outs": time_outs,
-            "terminated": terminated,
-            "position_error": torch.linalg.vector_norm(next_state.position - self.target, dim=-1),
-            "termination_terms": terms,
-        }
-        done_ids = dones.nonzero()[:, 0]
-        if done_ids.numel() > 0:
-            finished_length = self.episode_length_buf[done_ids].to(self.dtype)
-            extras["log"] = {
-                "/episode/return": self.episode_return[done_ids].mean(),
-                "/episode/length": finished_length.mean(),
-                "/episode/terminated": terminated[done_ids].to(self.dtype).mean(),
-            } | {f"/episode/termination/{name}": term[done_ids].to(self.dtype).mean() for name, term in terms.items()}
-            self._reset_idx(done_ids)
-        return self.get_observations(), rewards, dones.long(), extras
+        return actions.to(self.dtype)
 
     def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
-        """(N,) bool per termination condition of state `s` (l2f's, the velocity one split by axis)."""
-        t = self.params.mdp.termination
-        fast = s.linear_velocity.abs() > t.linear_velocity_threshold[:, None]
-        terms = {
-            "position": ((s.position - self.target).abs() > t.position_threshold[:, None]).any(-1),
-            "linear_velocity_xy": fast[:, :2].any(-1),
-            "linear_velocity_z": fast[:, 2],
-            "angular_velocity": (s.angular_velocity.abs() > t.angular_velocity_threshold[:, None]).any(-1),
-        }
-        terms = {name: t.enabled & term for name, term in terms.items()}
-        state = torch.cat([s.position, s.orientation, s.linear_velocity, s.angular_velocity], -1)
-        terms["non_finite"] = ~torch.isfinite(state).all(-1)
-        return terms
+        """(N,) bool per termination condition of state `s` under this env's parameters (`transition`)."""
+        return transition.termination_terms(self.params, self.target, s)
 
-    def _reward(self, s: State, actions: torch.Tensor, s_next: State) -> torch.Tensor:
-        """l2f `Squared` reward (without the termination branch) for the transition s -a-> s_next."""
-        w = self.params.mdp.reward
-        dt = self.params.integration.dt
-        position_cost = torch.linalg.vector_norm(s.position - self.target, dim=-1)
-        position_cost = torch.where(w.position_clip > 0, torch.minimum(position_cost, w.position_clip), position_cost)
-        orientation_cost = 2 * torch.acos((1 - s.orientation[:, 3].abs()).clamp(-1, 1))
-        linear_velocity_cost = torch.linalg.vector_norm(s.linear_velocity, dim=-1)
-        angular_velocity_cost = torch.linalg.vector_norm(s.angular_velocity, dim=-1)
-        linear_acceleration_cost = torch.linalg.vector_norm(s_next.linear_velocity - s.linear_velocity, dim=-1) / dt
-        angular_acceleration_cost = torch.linalg.vector_norm(s_next.angular_velocity - s.angular_velocity, dim=-1) / dt
-        throttle = (actions + 1) / 2
-        action_cost = (throttle - self.params.dynamics.hovering_throttle_relative[:, None]).square().sum(-1)
-        d_action_cost = torch.linalg.vector_norm(actions - self.last_action, dim=-1)
-        weighted_cost = (w.position * position_cost + w.orientation * orientation_cost
-                         + w.linear_velocity * linear_velocity_cost + w.angular_velocity * angular_velocity_cost
-                         + w.linear_acceleration * linear_acceleration_cost
-                         + w.angular_acceleration * angular_acceleration_cost
-                         + w.action * action_cost + w.d_action * d_action_cost)
-        reward = -w.scale * weighted_cost + w.constant
-        return torch.where(w.non_negative, reward.clamp(min=0), reward)
+    # --- auto-reset pool (randomised dynamics) ----------------------------------------------------------
+    def _fill_pool(self) -> None:
+        """Keep at least num_envs unused episode starts (every row may finish in one step): the unused ones
+        first, then new draws, 2 num_envs in all (one batched draw every ~num_envs finished episodes)."""
+        size = 2 * self.num_envs
+        if self._pool is not None and size - self._pool_used >= self.num_envs:
+            return
+        fresh = self._draw_starts(size if self._pool is None else self._pool_used)
+        self._pool = fresh if self._pool is None else ResetPool.cat([self._pool[self._pool_used:], fresh])
+        self._pool_used = 0
+        self._pool_first.zero_()
+
+    def _draw_starts(self, count: int) -> ResetPool:
+        params = self._new_params(count)
+        self._apply_mdp_cfg(params)
+        state = sim.sample_initial_state(params, self.generator)
+        return ResetPool(params, state, dynamics_features(params, state),
+                         transition.normalized_rotor_speeds(params, state))
 
     # --- resume (`eyas teacher train --resume`) -------------------------------------------------------
     def state_dict(self) -> dict:
         """What `step`/`reset` read that changes in flight: random stream, dynamics, states, episode buffers."""
+        pool = None if self._pool is None else [t.clone() for t in self._pool[self._pool_used:].leaves()]
         return {"generator": self.generator.get_state(), "params": [t.clone() for t in self.params.leaves()],
-                "state": [t.clone() for t in self.state.leaves()]} | {k: getattr(self, k).clone() for k in _BUFFERS}
+                "state": [t.clone() for t in self.state.leaves()], "pool": pool} | {
+                    k: getattr(self, k).clone() for k in _BUFFERS}
 
     def load_state_dict(self, saved: dict) -> None:
         """Continue from `state_dict()` of an env built with the same config."""
@@ -396,6 +386,12 @@ class PointControlEnv(VecEnv, gym.Env):
                 leaf.copy_(value)
         for k in _BUFFERS:
             getattr(self, k).copy_(saved[k])
+        self._pool, self._pool_used = None, 0
+        if saved.get("pool") is not None:  # its shape from a draw, its values from the saved pool
+            self._pool = self._draw_starts(saved["pool"][0].shape[0])
+            for leaf, value in zip(self._pool.leaves(), saved["pool"]):
+                leaf.copy_(value)
+        self._pool_first.fill_(0)
         self.generator.set_state(saved["generator"])
 
     def close(self) -> None:
