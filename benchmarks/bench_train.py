@@ -11,14 +11,24 @@
     against (a)'s imitation step (each APG sample-step also simulates the quadrotor and queries the teacher).
 
     python benchmarks/bench_train.py [--teachers fixtures/teachers | foundation_policy] [--threads 1] [--device cpu]
-                                     [--batch_size 64 --sequence_length 500] [--json out.json]
+                                     [--batch_size 64 --sequence_length 500] [--paths compiled eager] [--json out.json]
+
+(b) and (c) run once per env path (`--paths`, default both): "compiled" builds the envs with
+`PointControlEnvCfg(compile=True)` (the env step under torch.compile, `eyas.envs.transition`; its first compile
+falls into the offset estimation, which is not part of the epoch figures), "eager" with compile=False. The APG
+step flies `eyas.sim.step` itself; it has a compiled path only once `APGConfig` has a `compile` field: until
+then its "compiled" figure is null (printed). `--json PATH` writes {"apg_step_s": {"compiled", "eager"},
+"collect_epoch_s": {"compiled", "eager"}} (collect_epoch_s: the DAgger collection of one epoch, (b)) beside the
+full figures ("step", "epoch" and "apg" per path, "info"); a path not run is null.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -68,8 +78,8 @@ def bench_step(device: torch.device, repeat: int) -> dict:
                                   "max_rel_param_diff": worst}}
 
 
-def bench_epoch(args, device: torch.device) -> tuple[dict, object, object]:
-    """(b)'s figures, plus the teacher bank and student it flew (reused by (c))."""
+def bench_epoch(args, device: torch.device, compiled: bool) -> tuple[dict, object, object]:
+    """(b)'s figures on the compiled or eager env step, plus the teacher bank and student it flew (reused by (c))."""
     from eyas import sim
     from eyas.distill.collect import collect, estimate_position_offsets
     from eyas.teachers import TeacherBank
@@ -95,7 +105,7 @@ def bench_epoch(args, device: torch.device) -> tuple[dict, object, object]:
             net = nn.Sequential(nn.Linear(74, 64), nn.ELU(), nn.Linear(64, 4))
             teachers.append(Teacher(net, num_obs=74, params=params[i], name=f"synthetic{i}"))
     bank = TeacherBank(teachers, device)
-    cfg = PointControlEnvCfg()
+    cfg = PointControlEnvCfg(compile=compiled)
     g = torch.Generator().manual_seed(1)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()
@@ -141,15 +151,22 @@ def bench_epoch(args, device: torch.device) -> tuple[dict, object, object]:
     return out, bank, student
 
 
-def bench_apg(args, bank, student, device: torch.device) -> dict:
+def apg_has_compiled_path() -> bool:
+    from eyas.distill.config import APGConfig
+
+    return "compile" in {f.name for f in dataclasses.fields(APGConfig)}
+
+
+def bench_apg(args, bank, student, device: torch.device, compiled: bool) -> dict:
     import copy
 
     from eyas.distill.apg import AnalyticPolicyGradient, APGConfig
     from eyas.envs import PointControlEnvCfg
 
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    apg = AnalyticPolicyGradient(copy.deepcopy(student), bank, PointControlEnvCfg(),
-                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon),
+    options = {"compile": compiled} if apg_has_compiled_path() else {}
+    apg = AnalyticPolicyGradient(copy.deepcopy(student), bank, PointControlEnvCfg(compile=compiled),
+                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon, **options),
                                  generator=torch.Generator().manual_seed(2), device=device)
     steps = []
     t = timeit(lambda: steps.append(apg.update()), args.repeat, 1, sync)
@@ -177,6 +194,8 @@ def main() -> None:
     p.add_argument("--apg_envs", type=int, default=1024)
     p.add_argument("--apg_horizon", type=int, default=200)
     p.add_argument("--skip_step", action="store_true", help="skip (a), e.g. without the bridge")
+    p.add_argument("--paths", nargs="+", default=["compiled", "eager"], choices=["compiled", "eager"],
+                   help="env step paths for (b) and (c)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,25 +212,49 @@ def main() -> None:
               f"bridge {1e3 * s['bridge_step_s']:.0f} ms (C++ only {1e3 * s['bridge_loaded_step_s']:.0f} ms); "
               f"torch/bridge {s['ratio_torch_over_bridge']:.2f}x; first-step parity: |dloss| "
               f"{s['parity_first_step']['abs_loss_diff']:.1e}, max rel param diff {s['parity_first_step']['max_rel_param_diff']:.1e}")
-    results["epoch"], bank, student = bench_epoch(args, device)
-    e = results["epoch"]
-    print(f"(b) epoch, {e['teachers']} teachers x {e['num_episodes']} episodes ({e['dataset_steps']} steps): "
-          f"collect teacher-forcing {e['collect_teacher_forcing_s']:.1f} s, DAgger {e['collect_dagger_s']:.1f} s "
+    results["epoch"], results["apg"] = {}, {}
+    for path in ("compiled", "eager"):
+        if path in args.paths:
+            results["epoch"][path], results["apg"][path] = bench_path(args, device, path, results.get("step"))
+        else:
+            results["epoch"][path] = results["apg"][path] = None
+    results["collect_epoch_s"] = {p: None if e is None else e["collect_dagger_s"] for p, e in results["epoch"].items()}
+    results["apg_step_s"] = {p: None if a is None else a["apg_step_s"] for p, a in results["apg"].items()}
+    print(f"collect_epoch_s {results['collect_epoch_s']}, apg_step_s {results['apg_step_s']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def bench_path(args, device, path: str, step: dict | None) -> tuple[dict, dict | None]:
+    """(b) and (c) on one env path; (c) is None for "compiled" while the APG step has no compiled path."""
+    compiled = path == "compiled"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e, bank, student = bench_epoch(args, device, compiled)
+    e["compile_fell_back_to_eager"] = any("torch.compile of the env step failed" in str(w.message)
+                                          for w in caught)
+    if e["compile_fell_back_to_eager"]:
+        print(f"[{path}] note: torch.compile failed here, the env ran eager (see the warning)")
+    print(f"(b) [{path}] epoch, {e['teachers']} teachers x {e['num_episodes']} episodes ({e['dataset_steps']} steps): "
+          f"offsets (incl. any first compile) {e['offset_estimation_s']:.1f} s, collect teacher-forcing "
+          f"{e['collect_teacher_forcing_s']:.1f} s, DAgger {e['collect_dagger_s']:.1f} s "
           f"({e['collect_dagger_env_steps_per_s']:.0f} env-steps/s), train {e['train_s']:.1f} s "
           f"({e['train_batches']} batches, {e.get('train_sample_steps_per_s', 0):.0f} sample-steps/s), "
           f"eval {e['eval_s']:.1f} s -> DAgger epoch {e['epoch_dagger_s']:.1f} s"
           + (f"; rl-tools-scale epoch (5e6 steps) ~{e['raptor_scale_epoch_s_estimate']:.0f} s"
-             if "raptor_scale_epoch_s_estimate" in e else ""))
-    results["apg"] = bench_apg(args, bank, student, device)
-    a = results["apg"]
-    print(f"(c) APG step, {a['envs']} episodes x {a['horizon']} steps: {a['apg_step_s']:.2f} s "
+             if "raptor_scale_epoch_s_estimate" in e else ""), flush=True)
+    if compiled and not apg_has_compiled_path():
+        print("(c) [compiled] note: the APG step has no compiled path yet (APGConfig has no `compile` field; it "
+              "flies eyas.sim.step eager): apg_step_s.compiled is null, the eager figure is below")
+        return e, None
+    a = bench_apg(args, bank, student, device, compiled)
+    print(f"(c) [{path}] APG step, {a['envs']} episodes x {a['horizon']} steps: {a['apg_step_s']:.2f} s "
           f"(<= {a['apg_sample_steps_per_s_upper']:.0f} sample-steps/s; {100 * a['ended_within_horizon']:.0f} % of the "
           f"episodes ended within the horizon)"
-          + (f"; per sample-step {a['apg_step_s'] / (a['envs'] * a['horizon']) / (results['step']['torch_step_s'] / 32000):.0f}x"
-             f" an imitation step's (a)" if "step" in results else ""))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+          + (f"; per sample-step {a['apg_step_s'] / (a['envs'] * a['horizon']) / (step['torch_step_s'] / 32000):.0f}x"
+             f" an imitation step's (a)" if step else ""), flush=True)
+    return e, a
 
 
 if __name__ == "__main__":

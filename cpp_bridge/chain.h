@@ -98,6 +98,47 @@ void to_numpy(CONTAINER& src, T* p) {
         for (TI c = 0; c < V::COLS; c++) p[r * V::COLS + c] = rlt::get(v, r, c);
 }
 
+// The student's parameters named as in rl-tools checkpoints ("<layer>.<parameter>"), for any capability.
+template <typename MODEL, typename F>
+void for_each_student_parameter(MODEL& model, F&& f) {
+    auto& l0 = rlt::get_layer<0>(model);
+    auto& l1 = rlt::get_layer<1>(model);
+    auto& l2 = rlt::get_layer<2>(model);
+    f("0.weights", l0.weights);
+    f("0.biases", l0.biases);
+    f("1.weights_input", l1.weights_input);
+    f("1.biases_input", l1.biases_input);
+    f("1.weights_hidden", l1.weights_hidden);
+    f("1.biases_hidden", l1.biases_hidden);
+    f("1.initial_hidden_state", l1.initial_hidden_state);
+    f("2.weights", l2.weights);
+    f("2.biases", l2.biases);
+}
+
+// Copies every parameter from a dict of numpy arrays (vectors 1-D); a missing, unknown or misshaped one throws.
+template <typename T, typename MODEL>
+void set_student_parameters(MODEL& model, const py::dict& params) {
+    std::vector<std::string> seen;
+    for_each_student_parameter(model, [&](const char* name, auto& p) {
+        if (!params.contains(name)) throw py::key_error(std::string("set_parameters: missing parameter '") + name + "'");
+        auto v = rlt::matrix_view(glue_device(), p.parameters);
+        using V = decltype(v);
+        py::array a = py::array::ensure(params[name]);
+        std::vector<py::ssize_t> shape = V::ROWS == 1 ? std::vector<py::ssize_t>{(py::ssize_t)V::COLS}
+                                                      : std::vector<py::ssize_t>{(py::ssize_t)V::ROWS, (py::ssize_t)V::COLS};
+        auto arr = checked<T>(a, shape, name);
+        from_numpy<T>(arr, p.parameters);
+        seen.push_back(name);
+    });
+    if ((size_t)py::len(params) != seen.size()) {
+        for (auto item : params) {
+            std::string k = py::str(item.first);
+            if (std::find(seen.begin(), seen.end(), k) == seen.end())
+                throw py::key_error("set_parameters: unknown parameter '" + k + "'");
+        }
+    }
+}
+
 template <typename T, TI OBS_DIM, TI SEQUENCE_LENGTH, TI BATCH_SIZE>
 class Chain {
 public:
@@ -146,20 +187,7 @@ public:
 
     // ---- parameters, named as in rl-tools checkpoints: "<layer>.<parameter>"
     template <typename F>
-    void for_each_parameter(F&& f) {
-        auto& l0 = rlt::get_layer<0>(model);
-        auto& l1 = rlt::get_layer<1>(model);
-        auto& l2 = rlt::get_layer<2>(model);
-        f("0.weights", l0.weights);
-        f("0.biases", l0.biases);
-        f("1.weights_input", l1.weights_input);
-        f("1.biases_input", l1.biases_input);
-        f("1.weights_hidden", l1.weights_hidden);
-        f("1.biases_hidden", l1.biases_hidden);
-        f("1.initial_hidden_state", l1.initial_hidden_state);
-        f("2.weights", l2.weights);
-        f("2.biases", l2.biases);
-    }
+    void for_each_parameter(F&& f) { for_each_student_parameter(model, f); }
     template <typename C>
     static py::array_t<T> container_to_numpy(C& c, bool squeeze_rows) {
         auto v = rlt::matrix_view(glue_device(), c);
@@ -189,27 +217,7 @@ public:
         });
         return out;
     }
-    void set_parameters(const py::dict& params) {
-        std::vector<std::string> seen;
-        for_each_parameter([&](const char* name, auto& p) {
-            if (!params.contains(name)) throw py::key_error(std::string("set_parameters: missing parameter '") + name + "'");
-            auto v = rlt::matrix_view(device, p.parameters);
-            using V = decltype(v);
-            py::array a = py::array::ensure(params[name]);
-            std::vector<py::ssize_t> shape = V::ROWS == 1 ? std::vector<py::ssize_t>{(py::ssize_t)V::COLS}
-                                                          : std::vector<py::ssize_t>{(py::ssize_t)V::ROWS, (py::ssize_t)V::COLS};
-            auto arr = checked<T>(a, shape, name);
-            from_numpy<T>(arr, p.parameters);
-            seen.push_back(name);
-        });
-        if ((size_t)py::len(params) != seen.size()) {
-            for (auto item : params) {
-                std::string k = py::str(item.first);
-                if (std::find(seen.begin(), seen.end(), k) == seen.end())
-                    throw py::key_error("set_parameters: unknown parameter '" + k + "'");
-            }
-        }
-    }
+    void set_parameters(const py::dict& params) { set_student_parameters<T>(model, params); }
 
     // ---- sequence forward (rl-tools' `forward`, with its ResetMode when a mask is given)
     py::array_t<T> forward(const py::array& x, const py::object& reset_mask) {

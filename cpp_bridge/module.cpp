@@ -3,10 +3,12 @@
 // included exactly once per binary.
 #include "chain.h"
 #include "export.h"
+#include "step.h"
 
 namespace py = pybind11;
 using eyas_bridge::bind_chain;
 using eyas_bridge::bind_export;
+using eyas_bridge::bind_stepper;
 
 PYBIND11_MODULE(_rltools, m) {
     m.doc() = "rl-tools' own Dense(RELU) -> GRU(16) -> Dense(IDENTITY) student, for parity checks against eyas.StudentPolicy";
@@ -30,6 +32,11 @@ PYBIND11_MODULE(_rltools, m) {
     // Step-wise latency (batch 1, 4096); the sequence length sets evaluate_step's auto-reset period.
     bind_chain<float, 22, 500, 1>(m, "Chain_float32_obs22_seq500_batch1");
     bind_chain<float, 22, 1, 4096>(m, "Chain_float32_obs22_seq1_batch4096");
+    // Step-wise inference over any batch (eyas.InferencePolicy): Step_<dtype>_obs<OBS>.
+    bind_stepper<float, 22>(m, "Step_float32_obs22");
+    bind_stepper<double, 22>(m, "Step_float64_obs22");
+    bind_stepper<float, 26>(m, "Step_float32_obs26");
+    bind_stepper<double, 26>(m, "Step_float64_obs26");
     // Deployment exports (eyas export): rl-tools' save_code and tar backend, float32, example 500 x 2.
     m.attr("EXAMPLE_SHAPE") = py::make_tuple(eyas_bridge::EXAMPLE_SEQUENCE_LENGTH, eyas_bridge::EXAMPLE_BATCH_SIZE);
     bind_export<22>(m);

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from eyas.gru import RecurrentGRU
+from eyas.gru import RecurrentGRU, gru_sequence
 
 GradientMode = Literal["rltools", "exact"]
 
@@ -183,21 +183,10 @@ class StudentPolicy(nn.Module):
 
     def _run_no_grad(self, gi: torch.Tensor, h: torch.Tensor | None, reset: torch.Tensor | None):
         """Same recurrence as RecurrentGRU.forward without saving anything for backward (inference)."""
-        hd = self.hidden_dim
-        w_hh, b_hh, h0 = self.gru.weight_hh_l0, self.gru.bias_hh_l0, self.initial_hidden_state
-        h = h0.expand(gi.shape[1], hd) if h is None else h
-        outs = []
-        for t in range(gi.shape[0]):
-            if reset is not None:
-                h = torch.where(reset[t].unsqueeze(1), h0, h)
-            gh = torch.addmm(b_hh, h, w_hh.t())
-            rz = torch.sigmoid(gi[t, :, : 2 * hd] + gh[:, : 2 * hd])
-            r, z = rz[:, :hd], rz[:, hd:]
-            n = torch.tanh(torch.addcmul(gi[t, :, 2 * hd :], r, gh[:, 2 * hd :]))
-            h = torch.addcmul((1 - z) * n, z, h)
-            outs.append(h)
-        out = torch.stack(outs)
-        return self.output_layer(out), h
+        h0 = self.initial_hidden_state
+        h = h0.expand(gi.shape[1], self.hidden_dim) if h is None else h
+        out, _, _, _ = gru_sequence(gi, self.gru.weight_hh_l0, self.gru.bias_hh_l0, h0, h, reset)
+        return self.output_layer(out), out[-1]
 
     def _auto_reset_mask(self, seq_len: int, batch: int, device, reset: torch.Tensor | None) -> torch.Tensor:
         """rl-tools' evaluate_step: a sample's state returns to h0 once it has taken N steps."""
