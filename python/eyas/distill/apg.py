@@ -19,6 +19,9 @@ teachers), with the student acting; every teacher labels the states its rows vis
 
 A row that meets a termination condition stops there (its later steps neither cost nor pass gradients). The loss
 is the mean cost over running rows and steps; its gradient (clipped to ``grad_clip`` in norm) drives Adam.
+Under torchrun (``world``) each rank flies its `World.part` of the iteration's rows; its loss is its cost sum over
+the running steps of all ranks and the gradients are summed over ranks, which gives every rank the gradient of
+the mean over all rows.
 
 Why: the student imitates a teacher that sees the dynamics, while it must act before it knows them; imitation
 alone leaves it crashing ~2.5x as often as its teacher (docs/distillation.md). The simulator's gradient tells the
@@ -34,6 +37,7 @@ import torch
 from eyas import sim
 from eyas.distill.collect import episode_env
 from eyas.distill.config import APGConfig
+from eyas.distill.distributed import World
 from eyas.model import StudentPolicy
 from eyas.teachers import Block, TeacherBank
 
@@ -58,14 +62,15 @@ class AnalyticPolicyGradient:
     """APG fine-tuning of a `StudentPolicy` on the embedded env (see the module docstring)."""
 
     def __init__(self, student: StudentPolicy, bank: TeacherBank, env_cfg, cfg: APGConfig, *,
-                 generator: torch.Generator, device: torch.device | str = "cpu"):
-        self.student = student
+                 generator: torch.Generator, device: torch.device | str = "cpu", world: World = World()):
+        self.student, self.world = student, world
         self.bank = bank
         self.env_cfg = env_cfg
         self.cfg = cfg
         self.generator = generator
         self.device = torch.device(device)
         self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.learning_rate, eps=1e-7)
+        world.broadcast_parameters(student)
         self.iteration = 0
         # rows per iteration: one block of teachers, ``per_teacher`` episodes each, cycling through the bank
         self.teachers_per_batch = min(len(bank), cfg.envs)
@@ -76,7 +81,7 @@ class AnalyticPolicyGradient:
         first = self._next_teacher
         count = min(self.teachers_per_batch, len(self.bank) - first)
         self._next_teacher = (first + count) % len(self.bank)
-        return Block(first, count, self.per_teacher)
+        return self.world.part(Block(first, count, self.per_teacher))
 
     def fly(self) -> Iterator[Step]:
         """Fly one batch of new episodes for ``horizon`` steps with gradients (the student acts, the teachers label;
@@ -126,10 +131,17 @@ class AnalyticPolicyGradient:
                 imitation_sum = imitation_sum + torch.where(step.alive, imitation, 0).sum()
             running_steps = running_steps + step.alive.sum()
             ended = step.terminated if ended is None else ended | step.terminated
+        running_steps = self.world.sum(running_steps)  # over all ranks' rows (no gradient)
         cost_mean, imitation_mean = cost_sum / running_steps, imitation_sum / running_steps
         loss = cost_mean + c.imitation_weight * imitation_mean
-        return loss, {"cost": cost_mean.detach(), "imitation": torch.as_tensor(imitation_mean).detach(),
-                      "terminated": ended.to(torch.float64).mean()}
+        if not self.world.distributed:
+            return loss, {"cost": cost_mean.detach(), "imitation": torch.as_tensor(imitation_mean).detach(),
+                          "terminated": ended.to(torch.float64).mean()}
+        parts = self.world.sum(torch.stack([cost_mean.detach().double(), torch.as_tensor(imitation_mean).detach()
+                                            .double().to(cost_mean.device), ended.double().sum(),
+                                            torch.tensor(float(len(ended)), dtype=torch.float64,
+                                                         device=cost_mean.device)]))
+        return loss, {"cost": parts[0], "imitation": parts[1], "terminated": parts[2] / parts[3]}
 
     def update(self) -> dict:
         """One APG step: fly, backpropagate, clip, Adam. Returns floats: loss, cost, imitation, terminated (share
@@ -138,7 +150,9 @@ class AnalyticPolicyGradient:
         loss, parts = self.loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.world.average_gradients(self.student.parameters(), mean=False)  # each rank's part of the mean
         grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
+        loss = self.world.sum(loss.detach())
         stats = {"loss": float(loss.detach()), "grad_norm": float(grad_norm)} | {k: float(v) for k, v in parts.items()}
         finite = math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
         if finite:

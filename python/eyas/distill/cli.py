@@ -3,7 +3,8 @@
 Defaults are rl-tools' (src/foundation_policy/post_training/config.h): 1000 epochs, 10 episodes per teacher and
 epoch, batches of 64 sequences of 500 steps, Adam lr 1e-4, 10 teacher-forcing epochs, on-policy, shuffled.
 Boolean flags take an optional value: ``--on_policy``, ``--on_policy false``, ``--no_on_policy``.
-Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 130 interrupted.
+Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 1 another torchrun rank stopped or timed
+out, 130 interrupted. Under torchrun: ``torchrun --nproc_per_node N -m eyas.distill ...`` (docs/scaling.md).
 """
 from __future__ import annotations
 
@@ -92,23 +93,36 @@ def resume_config(args: argparse.Namespace, argv: list[str] | None) -> DistillCo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`eyas distill`; under torchrun (WORLD_SIZE / RANK / LOCAL_RANK set) every rank runs this with the same flags
+    (`eyas.distill.distributed`). A rank that fails says so in one line, ``rank K: ...``."""
     from eyas.distill.dataset import DistillationError
+    from eyas.distill.distributed import PeerError, SaidByMain, launched
     from eyas.envs.isaaclab_task import IsaacLabError
 
     args = build_parser().parse_args(argv)
+    who = ""
     try:
-        cfg = resume_config(args, argv) if args.resume else config_from_args(args)
-        from eyas.distill.report import summary_lines
-        from eyas.distill.runner import DistillationRunner
+        with launched() as world:
+            who = f"rank {world.rank}: " if world.distributed else ""
+            # rank 0 reads the run directory (config.json of --resume); every rank gets its settings
+            cfg = world.from_main(lambda: resume_config(args, argv) if args.resume else config_from_args(args))
+            from eyas.distill.report import summary_lines
+            from eyas.distill.runner import DistillationRunner
 
-        summary = DistillationRunner(cfg, resume=args.resume, progress=not args.quiet).run()
+            summary = DistillationRunner(cfg, resume=args.resume, progress=not args.quiet, world=world).run()
     except (DistillationError, IsaacLabError) as e:
-        print(f"eyas distill: error: {e}", file=sys.stderr)
+        if not isinstance(e, SaidByMain):  # rank 0's own error: rank 0 says it
+            print(f"eyas distill: error: {who}{e}", file=sys.stderr)
         return 2
+    except PeerError as e:
+        print(f"eyas distill: error: {who}{e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("eyas distill: interrupted; the last complete epoch can be continued with --resume", file=sys.stderr)
+        print(f"eyas distill: {who}interrupted; the last complete epoch can be continued with --resume",
+              file=sys.stderr)
         return 130
-    print("\n".join(summary_lines(summary, cfg.task, cfg.log_dir, cfg.plots)))
+    if summary is not None:  # rank 0
+        print("\n".join(summary_lines(summary, cfg.task, cfg.log_dir, cfg.plots)))
     return 0
 
 

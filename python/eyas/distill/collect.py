@@ -12,7 +12,9 @@ src/foundation_policy/post_training/helper.h):
   (termination or the step limit) is flagged ``truncated``.
 
 Episodes of many teachers run in one batched environment (teacher-major rows, `eyas.teachers.Block`), in blocks of
-at most ``num_envs`` rows, through the one episode loop `eyas.envs.rollout` (one episode per row).
+at most ``num_envs`` rows, through the one episode loop `eyas.envs.rollout` (one episode per row). Under torchrun
+(``world``) each rank flies its `World.part` of the teachers x episodes and the per-teacher statistics (and
+position offsets) are combined over ranks, so every rank returns the same figures.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from eyas.distill.dataset import DistillationError, EpisodeDataset
+from eyas.distill.distributed import World
 from eyas.envs.isaaclab_task import IsaacLabEpisodes, IsaacLabTask
 from eyas.envs.rollout import EpisodeStats, rollout
 from eyas.teachers import Block, TeacherBank, teacher_label
@@ -164,6 +167,21 @@ class TeacherStats:
     share_terminated: torch.Tensor
 
     @classmethod
+    def combine(cls, parts: list[tuple[Block, "TeacherStats"]], num_teachers: int) -> "TeacherStats":
+        """Statistics over every rank's `World.part` (``parts`` = [(part, its stats), ...]): per teacher, the mean
+        of the parts' means weighted by their episodes (one part: unchanged)."""
+        if len(parts) == 1:
+            return parts[0][1]
+        sums = torch.zeros(3, num_teachers, dtype=torch.float64)
+        weights = torch.zeros(num_teachers, dtype=torch.float64)
+        for part, stats in parts:
+            rows = slice(part.first, part.first + part.count)
+            for i, values in enumerate((stats.mean_return, stats.mean_length, stats.share_terminated)):
+                sums[i, rows] += part.per_teacher * values.double()
+            weights[rows] += part.per_teacher
+        return cls(*(sums / weights))
+
+    @classmethod
     def of_blocks(cls, parts: list[tuple[EpisodeStats, Block]]) -> "TeacherStats":
         """Statistics of flown blocks ``parts`` = [(stats, block), ...] in teacher order."""
         r, l, t = zip(*((s.returns.view(b.count, b.per_teacher).mean(1),
@@ -183,13 +201,20 @@ class TeacherStats:
         }
 
 
+def blocks(part: Block, max_rows: int) -> Iterator[Block]:
+    """``part``'s teachers and episodes in blocks of at most ``max_rows`` rows (at least one teacher each)."""
+    for b in Block.covering(part.count, part.per_teacher, max_rows):
+        yield Block(part.first + b.first, b.count, b.per_teacher)
+
+
 def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, generator: torch.Generator,
             device: torch.device | str, student=None, position_offsets: torch.Tensor | None = None,
-            dataset: EpisodeDataset | None = None) -> TeacherStats:
-    """One epoch's data: ``num_episodes`` episodes per teacher, flown by the teachers (``student=None``) or the
-    student, appended to ``dataset`` teacher by teacher. Returns each teacher's episode statistics."""
-    parts = []
-    for block in Block.covering(len(bank), num_episodes, num_envs):
+            dataset: EpisodeDataset | None = None, world: World = World()) -> TeacherStats:
+    """One epoch's data: ``num_episodes`` episodes per teacher (this rank's `World.part` of them), flown by the
+    teachers (``student=None``) or the student, appended to ``dataset`` teacher by teacher. Returns each teacher's
+    episode statistics (over all ranks)."""
+    parts, part = [], world.part(Block(0, len(bank), num_episodes))
+    for block in blocks(part, num_envs):
         env = episode_env(bank.teachers, block, env_cfg, generator, device)
         offsets = None if position_offsets is None else block.of(position_offsets)
         stats, labels = fly_block(env, bank, block, student=student, position_offsets=offsets,
@@ -197,41 +222,54 @@ def collect(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, gen
         if dataset is not None:
             dataset.add_episodes(labels.observations, labels.targets, stats.lengths, block.teacher_ids())
         parts.append((stats, block))
-    return TeacherStats.of_blocks(parts)
+    stats = TeacherStats.of_blocks(parts)
+    return TeacherStats.combine(world.all_gather((part, stats)), len(bank)) if world.distributed else stats
 
 
 def estimate_position_offsets(bank: TeacherBank, env_cfg, *, num_episodes: int = 100,
                               window: tuple[int, int] | None = (250, 500),
-                              num_envs: int, generator: torch.Generator, device: torch.device | str
-                              ) -> tuple[torch.Tensor, TeacherStats]:
+                              num_envs: int, generator: torch.Generator, device: torch.device | str,
+                              world: World = World()) -> tuple[torch.Tensor, TeacherStats]:
     """rl-tools' steady-state position offset of every teacher: its mean position over steps [250, 500) of
     ``num_episodes`` deterministic episodes on its own dynamics (steps of running episodes only). Also returns
     the teachers' episode statistics (rl-tools prints them and requires a mean return >= SOLVED_RETURN).
     Returns offsets (num_teachers, 3) float32 on the CPU (zero for a teacher with no step in the window, and for
-    every teacher when ``window`` is None: statistics only)."""
-    offsets, parts = [], []
-    for block in Block.covering(len(bank), num_episodes, num_envs):
+    every teacher when ``window`` is None: statistics only). Under torchrun each rank flies its `World.part`;
+    positions and step counts are summed over ranks before the division."""
+    sums, counts, parts = [], [], []
+    part = world.part(Block(0, len(bank), num_episodes))
+    for block in blocks(part, num_envs):
         env = episode_env(bank.teachers, block, env_cfg, generator, device)
         stats, labels = fly_block(env, bank, block, record=False, offset_window=window)
-        if window is None:
-            offsets.append(torch.zeros(block.count, 3))
-        else:
-            s = labels.position_sum.view(block.count, block.per_teacher, 3).sum(1)
-            c = labels.position_count.view(block.count, block.per_teacher).sum(1).clamp(min=1)
-            offsets.append((s / c[:, None]).to(torch.float32).cpu())
+        if window is not None:
+            sums.append(labels.position_sum.view(block.count, block.per_teacher, 3).sum(1))
+            counts.append(labels.position_count.view(block.count, block.per_teacher).sum(1))
         parts.append((stats, block))
-    return torch.cat(offsets), TeacherStats.of_blocks(parts)
+    stats = TeacherStats.of_blocks(parts)
+    if world.distributed:
+        stats = TeacherStats.combine(world.all_gather((part, stats)), len(bank))
+    if window is None:
+        return torch.zeros(len(bank), 3), stats
+    s, c = torch.cat(sums), torch.cat(counts)
+    if world.distributed:
+        gathered = world.all_gather((part, s.cpu(), c.cpu()))
+        s, c = torch.zeros(len(bank), 3, dtype=torch.float64), torch.zeros(len(bank), dtype=torch.long)
+        for p, part_s, part_c in gathered:
+            s[p.first:p.first + p.count] += part_s
+            c[p.first:p.first + p.count] += part_c
+    return (s / c.clamp(min=1)[:, None]).to(torch.float32).cpu(), stats
 
 
 def evaluate_teachers(bank: TeacherBank, env_cfg, *, num_episodes: int, num_envs: int, generator: torch.Generator,
-                      device, window: tuple[int, int] | None, min_return: float | None) -> tuple[torch.Tensor, dict]:
+                      device, window: tuple[int, int] | None, min_return: float | None,
+                      world: World = World()) -> tuple[torch.Tensor, dict]:
     """rl-tools' teacher evaluation before post-training: every teacher's steady-state position offset
     (`estimate_position_offsets`; ``window`` None: no offsets, e.g. on Isaac Lab tasks, whose observations are not
     l2f's) and its episode statistics; refuses teachers below ``min_return`` (rl-tools' SOLVED_RETURN, 300).
     Returns (offsets, the record kept as the run's ``teacher_eval``)."""
     t0 = time.perf_counter()
     offsets, stats = estimate_position_offsets(bank, env_cfg, num_episodes=num_episodes, window=window,
-                                               num_envs=num_envs, generator=generator, device=device)
+                                               num_envs=num_envs, generator=generator, device=device, world=world)
     per_teacher = [{"name": teacher_label(t), "source": getattr(t, "source", ""),
                     "return_mean": float(stats.mean_return[i]), "episode_length_mean": float(stats.mean_length[i]),
                     "share_terminated": float(stats.share_terminated[i]), "position_offset": offsets[i].tolist()}

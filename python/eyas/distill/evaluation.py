@@ -1,12 +1,14 @@
 """Evaluators of a distillation run: fixed held-out episodes (randomised dynamics and every registry model) on the
 embedded env, or new episodes of an Isaac Lab task; and a few recorded flights for the plots. All fly through
-`eyas.envs.rollout` and report `EpisodeStats.summary()` per group."""
+`eyas.envs.rollout` and report `EpisodeStats.summary()` per group. Under torchrun (``world``) each rank flies a
+contiguous share of the episodes and the statistics are gathered, so every rank reports the same figures."""
 from __future__ import annotations
 
 import torch
 
 from eyas.distill.collect import env_dtype, env_with_dynamics
 from eyas.distill.dataset import DistillationError
+from eyas.distill.distributed import World
 from eyas.envs.rollout import EpisodeStats, PolicyFn, evaluate, rollout, student_policy_fn
 from eyas.model import StudentPolicy
 
@@ -20,11 +22,13 @@ def fixed_dynamics_env(env_cfg, parts: list, seed: int, device):
 
 class Evaluator:
     """Held-out randomised dynamics plus registry models in one batched env (one episode per row).
-    The dynamics and initial states are fixed (seeded), so epochs are compared on the same flights."""
+    The dynamics and initial states are fixed (seeded), so epochs are compared on the same flights. Under torchrun
+    rank r flies its rows of the same dynamics with initial states of its own seed (`World.rank_seed`)."""
 
     held_out = "randomized"
 
-    def __init__(self, env_cfg, *, randomized: int, per_model: int, models: list[str], seed: int, device):
+    def __init__(self, env_cfg, *, randomized: int, per_model: int, models: list[str], seed: int, device,
+                 world: World = World()):
         from eyas import sim
 
         g = torch.Generator().manual_seed(seed)
@@ -41,8 +45,11 @@ class Evaluator:
             start += per_model
         if not parts:
             raise DistillationError("evaluation needs eval_episodes > 0 or eval_registry_episodes > 0")
-        self.seed = seed
-        self.env = fixed_dynamics_env(env_cfg, parts, seed, device)
+        self.world, self.seed = world, world.rank_seed(seed)
+        if world.distributed:
+            start, stop = world.rows(start)
+            parts = [sim.Params.stack(parts)[start:stop]]
+        self.env = fixed_dynamics_env(env_cfg, parts, self.seed, device)
 
     @torch.no_grad()
     def __call__(self, student: StudentPolicy) -> dict[str, dict]:
@@ -52,6 +59,8 @@ class Evaluator:
     def evaluate_fn(self, policy_fn: PolicyFn) -> dict[str, dict]:
         """Evaluate ``policy_fn(obs, reset_mask) -> actions``: `EpisodeStats.summary()` per group."""
         stats = evaluate(policy_fn, self.env, num_episodes=self.env.num_envs, seed=self.seed)
+        if self.world.distributed:
+            stats = EpisodeStats.concat(self.world.all_gather(stats))
         return {name: stats[a:b].summary() for name, a, b in self.groups}
 
 
@@ -61,10 +70,11 @@ class TaskEvaluator:
 
     held_out = "task"
 
-    def __init__(self, task, *, episodes: int):
+    def __init__(self, task, *, episodes: int, world: World = World()):
         if episodes < 1:
             raise DistillationError("evaluation needs --eval_episodes > 0 on an Isaac Lab task")
         self.task, self.episodes, self.groups = task, int(episodes), [("task", 0, int(episodes))]
+        self.world = world
 
     @torch.no_grad()
     def __call__(self, student: StudentPolicy) -> dict[str, dict]:
@@ -72,12 +82,16 @@ class TaskEvaluator:
 
     @torch.no_grad()
     def evaluate_fn(self, policy_fn: PolicyFn) -> dict[str, dict]:
-        parts, left = [], self.episodes
+        start, stop = self.world.rows(self.episodes)
+        parts, left = [], stop - start
         while left > 0:
             env = self.task.episodes(min(left, self.task.num_envs))
             parts.append(rollout(env, policy_fn, reset=False))
             left -= env.num_envs
-        return {"task": EpisodeStats.concat(parts).summary()}
+        stats = EpisodeStats.concat(parts)
+        if self.world.distributed:
+            stats = EpisodeStats.concat(self.world.all_gather(stats))
+        return {"task": stats.summary()}
 
 
 POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts as "not worse" on the same episodes

@@ -10,13 +10,28 @@ STAT_TAGS = (("return_mean", "return/mean"), ("return_std", "return/std"),
              ("share_terminated", "share_terminated"), ("position_error_mean", "position_error/mean"))
 
 
-class RunLogger:
-    """TensorBoard writer in the run directory plus the console (through tqdm, so progress bars stay intact)."""
+class _NoWriter:
+    """What a rank other than 0 logs to under torchrun: nothing."""
 
-    def __init__(self, log_dir: Path, purge_step: int | None = None):
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RunLogger:
+    """TensorBoard writer in the run directory plus the console (through tqdm, so progress bars stay intact);
+    ``enabled=False`` (ranks other than 0): neither."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None, enabled: bool = True):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+        self.enabled = enabled
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else _NoWriter()
 
     def _scalars(self, prefix: str, stats: dict, step: int, tags=STAT_TAGS) -> None:
         for key, tag in tags:
@@ -55,11 +70,11 @@ class RunLogger:
     def close(self) -> None:
         self.writer.close()
 
-    @staticmethod
-    def print(text: str) -> None:
+    def print(self, text: str) -> None:
         from tqdm import tqdm
 
-        tqdm.write(text, file=None)
+        if self.enabled:
+            tqdm.write(text, file=None)
 
 
 def _error(stats: dict) -> str:

@@ -85,6 +85,7 @@ def finish(run) -> dict:
         "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                 if held_out and teachers["return_mean"] else None),
         "gradient_steps": run.trainer.num_updates, "epochs": len(run.history),
+        "world_size": run.world.size,  # processes (torchrun ranks); "seconds" are rank 0's
         "seconds": {k: sum(r.get(k, 0.0) for r in run.history) for k in ("collect_s", "train_s", "eval_s")},
         "apg": apg_summary,
     }

@@ -16,7 +16,9 @@
     end     save the best actor; evaluate it; plots (`eyas.distill.report`)
 
 Everything random comes from one CPU `torch.Generator` (saved with each epoch), so `resume` continues a run as if it
-had not stopped (on the same device and thread count).
+had not stopped (on the same device and thread count). Under torchrun every rank runs this loop on its share of the
+work (`eyas.distill.distributed`: one generator per rank, gradients averaged, statistics gathered) and rank 0
+alone touches the run directory.
 """
 from __future__ import annotations
 
@@ -32,13 +34,14 @@ from eyas.distill.apg import AnalyticPolicyGradient
 from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers
 from eyas.distill.config import DistillConfig, is_embedded, resolve_device, resolve_task
 from eyas.distill.dataset import DatasetPlan, DistillationError, episodes_per_teacher
+from eyas.distill.distributed import World
 from eyas.distill.evaluation import Evaluator, TaskEvaluator, accepts, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
 from eyas.io import atomic_write_json
 from eyas.model import StudentPolicy
 from eyas.sim import MODEL_NAMES
-from eyas.teachers import TeacherBank, TeacherError, load_teachers
+from eyas.teachers import Block, TeacherBank, TeacherError, load_teachers
 
 STALL_EPOCHS = 3  # DAgger epochs in a row without one batch of data before an on-policy run gives up
 
@@ -50,38 +53,44 @@ def detached(student: torch.nn.Module) -> dict:
 class DistillationRunner:
     """Runs `DistillConfig` end to end: ``__init__`` builds (or, with ``resume``, restores) everything the run
     holds; ``run()`` evaluates the teachers (a new run), flies the epochs and the APG phase, and returns the final
-    summary (also in summary.json)."""
+    summary (also in summary.json; None on ranks other than 0 under torchrun)."""
 
-    def __init__(self, cfg: DistillConfig, teachers: list | None = None, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: DistillConfig, teachers: list | None = None, resume: bool = False, progress: bool = True,
+                 world: World | None = None):
         cfg.validate()
         cfg = cfg.with_absolute_paths()
-        self.cfg, self.progress, self.resume, self.log_dir = cfg, progress, resume, Path(cfg.log_dir)
+        self.world = world or World.current()
+        self.cfg, self.resume, self.log_dir = cfg, resume, Path(cfg.log_dir)
+        self.progress = progress and self.world.is_main
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
-        self.device = resolve_device(cfg.device)
+        self.device = self.world.device(resolve_device(cfg.device))
         self.env_cfg = resolve_task(cfg.task, cfg.env_backend, num_envs=cfg.collection.num_envs, device=self.device,
                                     seed=cfg.seed, packages=cfg.isaaclab_packages)
         self.embedded = is_embedded(self.env_cfg)
-        self._check_log_dir()
+        self.world.from_main(self._check_log_dir)
         self.bank = TeacherBank(self._teachers(teachers), self.device)
         self.init_weights = (checkpoint.load_init_student(cfg.training.init_student, self.num_obs, self.num_actions,
                                                           cfg.training.hidden_dim)
                              if cfg.training.init_student else None)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(self.world.rank_seed(cfg.seed))
         t = cfg.training
-        self.trainer = Distillation(self.new_student(), learning_rate=t.learning_rate, batch_size=t.batch_size,
-                                    sequence_length=t.sequence_length, shuffle=t.shuffle, device=self.device)
-        self.dataset = self._plan(len(self.bank)).allocate(self.num_obs, self.num_actions, self.device)
+        self.trainer = Distillation(self.new_student(), learning_rate=t.learning_rate,
+                                    batch_size=t.batch_size // self.world.size, sequence_length=t.sequence_length,
+                                    shuffle=t.shuffle, device=self.device, world=self.world)
+        self.part = self.world.part(Block(0, len(self.bank), self.num_episodes))  # this rank's collection
+        self.dataset = self._plan(self.part).allocate(self.num_obs, self.num_actions, self.device)
         self.best = {"return": None, "epoch": None, "student": None}  # rl-tools' best actor (collection return)
         self.history, self.loss_steps = [], []
         self.apg_state = None  # the APG phase: {"trainer", "best", "history"}
         self.apg_student = None
         self.idle_epochs = 0  # DAgger epochs in a row without a training step
         self.offsets = self.teacher_eval = None  # rl-tools' teacher evaluation: the first thing `run` flies
-        self.start_epoch = self._restore(checkpoint.load_run_state(self.log_dir)) if resume else 0
+        self.start_epoch = self._restore(*self._load_state()) if resume else 0
         e = cfg.evaluation
         self.eval_models = list(e.eval_models) if e.eval_models is not None else list(MODEL_NAMES)
-        self.evaluator = self.make_evaluator(e.eval_episodes, e.eval_registry_episodes, seed=cfg.seed + 1_000_003)
+        self.evaluator = self.make_evaluator(e.eval_episodes, e.eval_registry_episodes, seed=cfg.seed + 1_000_003,
+                                             world=self.world)
 
     # ------------------------------------------------------------------ building
     def _check_log_dir(self) -> None:
@@ -125,30 +134,36 @@ class DistillationRunner:
         c, t = self.cfg.collection, self.cfg.training
         self.num_episodes = episodes_per_teacher(c.num_episodes, c.num_envs, num_teachers, self.max_episode_length,
                                                  t.batch_size * t.sequence_length, c.on_policy)
-        if self.num_episodes != c.num_episodes and t.n_epochs > 0:
+        if self.num_episodes != c.num_episodes and t.n_epochs > 0 and self.world.is_main:
             print(f"eyas distill: {self.num_episodes} episodes per teacher and epoch ({num_teachers} teacher"
                   f"{'s' if num_teachers != 1 else ''}, --num_episodes {c.num_episodes}): raised so that all "
                   f"{c.num_envs} parallel envs fly"
                   + (f" and an epoch holds more than one batch of {t.batch_size} x {t.sequence_length} steps"
                      if c.on_policy else "") + " (docs/distillation.md, Flags)", flush=True)
 
-    def _plan(self, num_teachers: int) -> DatasetPlan:
+    def _plan(self, part: Block) -> DatasetPlan:
+        """The dataset of ``part`` (this rank's teachers x episodes; one process: all of them)."""
         c = self.cfg.collection
-        return DatasetPlan.for_run(num_teachers, self.num_episodes, self.max_episode_length, on_policy=c.on_policy,
+        return DatasetPlan.for_run(part.count, part.per_teacher, self.max_episode_length, on_policy=c.on_policy,
                                    n_epochs=max(1, self.cfg.training.n_epochs), max_dataset_steps=c.max_dataset_steps)
 
     def _check_batch_fits(self, num_teachers: int) -> None:
-        c, t = self.cfg.collection, self.cfg.training
+        c, t, n = self.cfg.collection, self.cfg.training, self.world.size
         if t.n_epochs == 0:  # APG only: no dataset is ever filled
             return
-        plan = self._plan(num_teachers)
+        if t.batch_size % n:
+            raise DistillationError(f"--batch_size {t.batch_size} is not a multiple of the {n} ranks (each rank "
+                                    f"trains on batch_size / ranks of the rows of every batch)")
+        part = min(self.world.parts(Block(0, num_teachers, self.num_episodes)), key=lambda b: b.rows)
+        plan = self._plan(part)
         per_epoch = plan.per_epoch_steps
         available = plan.capacity if c.on_policy else min(plan.capacity, per_epoch * t.n_epochs)
-        need = t.batch_size * t.sequence_length
+        need = t.batch_size // n * t.sequence_length
         if available <= need:
             raise DistillationError(
-                f"--batch_size {t.batch_size} x --sequence_length {t.sequence_length} = {need} steps per batch, but "
-                f"the dataset can hold at most {available} steps ({num_teachers} teachers x {self.num_episodes} episodes "
+                f"--batch_size {t.batch_size}{f' / {n} ranks' if n > 1 else ''} x --sequence_length "
+                f"{t.sequence_length} = {need} steps per batch, but the dataset{' of a rank' if n > 1 else ''} can "
+                f"hold at most {available} steps ({part.count} teachers x {part.per_teacher} episodes "
                 f"x {self.max_episode_length} steps{'' if c.on_policy else ' x epochs'}); rl-tools needs more than one "
                 f"batch of data. Lower --batch_size / --sequence_length or raise --num_episodes.")
         if c.max_dataset_steps is not None and not c.on_policy and c.max_dataset_steps < per_epoch:
@@ -164,70 +179,103 @@ class DistillationRunner:
             student.load_state_dict(self.init_weights)
         return student.to(self.device)
 
-    def make_evaluator(self, episodes: int, per_model: int, seed: int):
+    def make_evaluator(self, episodes: int, per_model: int, seed: int, world: World = World()):
+        """The held-out evaluation (``world``: split over the ranks; by default this process flies all of it)."""
         if not self.embedded:
-            return TaskEvaluator(self.env_cfg, episodes=episodes)
+            return TaskEvaluator(self.env_cfg, episodes=episodes, world=world)
         return Evaluator(self.env_cfg, randomized=episodes, per_model=per_model, models=self.eval_models, seed=seed,
-                         device=self.device)
+                         device=self.device, world=world)
 
     def _setup_teachers(self) -> None:
         c = self.cfg.collection
         threshold = c.min_teacher_return if c.min_teacher_return is not None else (300.0 if self.embedded else None)
         self.offsets, self.teacher_eval = evaluate_teachers(
             self.bank, self.env_cfg, num_episodes=c.offset_episodes, num_envs=c.num_envs, generator=self.generator,
-            device=self.device, window=tuple(c.offset_window) if self.embedded else None, min_return=threshold)
+            device=self.device, window=tuple(c.offset_window) if self.embedded else None, min_return=threshold,
+            world=self.world)
         raptor = raptor_policy(self.embedded, self.num_obs, self.num_actions, self.device)
         # the reference row of every per-epoch evaluation (the same episodes): plots and history.json
         self.teacher_eval["raptor_eval"] = self.evaluator(raptor) if raptor is not None else None
 
     # ------------------------------------------------------------------ run state
     def _save_state(self, epoch: int) -> None:
+        """state.pt on rank 0: what every rank shares, and each rank's own part (its generator, an aggregating
+        run's episodes), gathered under "ranks" when there are several."""
         state = {"epoch": epoch, "config": self.cfg.to_dict(), "trainer": self.trainer.state_dict(),
-                 "generator": self.generator.get_state(), "best": self.best, "history": self.history,
+                 "best": self.best, "history": self.history,
                  "loss_steps": self.loss_steps, "offsets": self.offsets, "teacher_eval": self.teacher_eval,
                  "teachers": [getattr(t, "source", "") for t in self.bank.teachers]}
+        own = {"generator": self.generator.get_state()}
         if not self.cfg.collection.on_policy:
-            state["dataset"] = self.dataset.state_dict()
+            own["dataset"] = self.dataset.state_dict()
         if self.apg_state is not None:
             state["apg"] = self.apg_state
-        checkpoint.save_run_state(self.log_dir, state)
+        ranks = self.world.gather(own)
+        if self.world.is_main:
+            state |= {"world_size": self.world.size, "ranks": ranks} if self.world.distributed else own
+            checkpoint.save_run_state(self.log_dir, state)
 
-    def _restore(self, state: dict) -> int:
-        """Continue from ``state`` (state.pt) after checking it is this run's; returns the next epoch."""
+    def _load_state(self) -> tuple[dict, dict]:
+        """state.pt, read by rank 0: (the shared state, on every rank; this rank's own part)."""
+        own = {}
+
+        def read() -> dict:
+            state = checkpoint.load_run_state(self.log_dir)
+            if state.get("world_size", 1) != self.world.size:
+                raise DistillationError(f"--resume: the run in {self.log_dir} ran on {state.get('world_size', 1)} "
+                                        f"rank(s), this launch has {self.world.size}; resume it with as many")
+            own["ranks"] = state.pop("ranks", None) or [{k: state.pop(k) for k in ("generator", "dataset")
+                                                         if k in state}]
+            return state
+        state = self.world.from_main(read)
+        return state, self.world.scatter(own.get("ranks"))
+
+    def _restore(self, state: dict, own: dict) -> int:
+        """Continue from ``state`` (state.pt) and this rank's ``own`` part after checking it is this run's;
+        returns the next epoch."""
         checkpoint.check_resumable(state, self.cfg, self.log_dir, [getattr(t, "source", "") for t in self.bank.teachers])
         self.trainer.load_state_dict(state["trainer"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(own["generator"])
         self.best = state["best"]
         if self.best.get("student") is not None:
             self.best["student"] = {k: v.to(self.device) for k, v in self.best["student"].items()}
         self.history, self.loss_steps = state["history"], state["loss_steps"]
         self.offsets, self.teacher_eval = state["offsets"], state["teacher_eval"]
-        if "dataset" in state:
-            self.dataset.load_state_dict(state["dataset"])
+        if "dataset" in own:
+            self.dataset.load_state_dict(own["dataset"])
         self.apg_state = state.get("apg")
         return int(state["epoch"]) + 1
 
     def save_actor(self, student: StudentPolicy, directory: Path, stem: str, meta: dict) -> None:
+        if not self.world.is_main:  # rank 0 alone writes
+            return
         checkpoint.save_actor(student, directory, stem, meta, checkpoint.actor_environment(self.embedded,
                                                                                            self.cfg.task))
 
     # ------------------------------------------------------------------ the epochs
-    def run(self) -> dict:
+    def run(self) -> dict | None:
         if self.teacher_eval is None:
             self._setup_teachers()  # validates every teacher before anything is written
-        lock = checkpoint.RunLock(self.log_dir)  # one writer per run directory
+        locks = []  # one writer per run directory: rank 0 holds the lock
+        self.world.from_main(lambda: locks.append(checkpoint.RunLock(self.log_dir)))
         try:
             return self._run()
         finally:
-            lock.release()
+            for lock in locks:
+                lock.release()
 
-    def _run(self) -> dict:
-        from eyas.distill.report import finish
-
+    def _check_fresh(self) -> None:
         if not self.resume and checkpoint.has_run_state(self.log_dir):  # another run got here first
             raise DistillationError(f"{self.log_dir} already holds a run; pass --resume to continue it")
-        logger = RunLogger(self.log_dir, purge_step=self.trainer.num_updates if self.resume else None)
-        atomic_write_json(self.log_dir / "config.json", self.cfg.to_dict())
+
+    def _run(self) -> dict | None:
+        from eyas.distill.report import finish
+
+        self.world.from_main(self._check_fresh)
+        main = self.world.is_main
+        logger = RunLogger(self.log_dir, purge_step=self.trainer.num_updates if self.resume else None, enabled=main)
+        if main:
+            atomic_write_json(self.log_dir / "config.json", self.cfg.to_dict())
         for epoch in self._progress(range(self.start_epoch, self.cfg.training.n_epochs), "distill",
                                     self.start_epoch, self.cfg.training.n_epochs):
             row = self._collect(epoch, logger)
@@ -241,7 +289,7 @@ class DistillationRunner:
         if self.cfg.apg.iterations > 0:
             self._run_apg(logger)
         logger.close()
-        return finish(self)
+        return finish(self) if main else None  # the final evaluation and files: rank 0, once
 
     def _progress(self, iterable, desc: str, initial: int, total: int):
         from tqdm import tqdm
@@ -256,7 +304,7 @@ class DistillationRunner:
         if c.on_policy:
             self.dataset.clear()
         else:
-            excess = self.dataset.num_steps + self._plan(len(self.bank)).per_epoch_steps - self.dataset.capacity
+            excess = self.dataset.num_steps + self._plan(self.part).per_epoch_steps - self.dataset.capacity
             if excess > 0:  # room for this epoch's episodes at their longest
                 row["dropped_steps"] = self.dataset.drop_oldest(excess)
         t0 = time.perf_counter()
@@ -265,7 +313,7 @@ class DistillationRunner:
                         generator=self.generator, device=self.device,
                         student=None if teacher_forcing else self.trainer.student,
                         position_offsets=self.offsets if c.position_offset_correction and self.embedded else None,
-                        dataset=self.dataset)
+                        dataset=self.dataset, world=self.world)
         row["collect_s"] = time.perf_counter() - t0
         row["actor"] = "teacher" if teacher_forcing else "student"
         row["dataset_steps"], row["dataset_episodes"] = self.dataset.num_steps, self.dataset.num_episodes
@@ -336,9 +384,10 @@ class DistillationRunner:
         a = self.cfg.apg
         evaluator = Evaluator(self.env_cfg, randomized=a.eval_episodes,
                               per_model=self.cfg.evaluation.eval_registry_episodes, models=self.eval_models,
-                              seed=self.cfg.seed + 1_000_003, device=self.device)
+                              seed=self.cfg.seed + 1_000_003, device=self.device, world=self.world)
         student = self.new_student()
-        apg = AnalyticPolicyGradient(student, self.bank, self.env_cfg, a, generator=self.generator, device=self.device)
+        apg = AnalyticPolicyGradient(student, self.bank, self.env_cfg, a, generator=self.generator, device=self.device,
+                                     world=self.world)
         if self.apg_state is None:
             student.load_state_dict(detached_dict(self.distilled_actor()[0]))
             student.eval()

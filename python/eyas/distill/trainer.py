@@ -8,12 +8,19 @@ One training step is rl-tools' post-training step (src/foundation_policy/post_tr
     zero_gradient; backward; step(Adam)                   # TensorFlow defaults, alpha 1e-4, eps_sqrt clamp
 
 `parity_tests/test_trainer_step.py` checks it against the compiled rl-tools chain.
+
+Under torchrun (``world``, `eyas.distill.distributed`) each rank holds its own episodes and takes ``batch_size``
+rows from them per step (the runner passes batch_size / N); the gradients are averaged over ranks before Adam, and
+every rank takes as many steps as the rank with the fewest batches, so all ranks step together.
 """
 from __future__ import annotations
+
+from itertools import islice
 
 import torch
 
 from eyas.distill.dataset import Batch, EpisodeDataset
+from eyas.distill.distributed import World
 from eyas.model import StudentPolicy
 from eyas.optim import RLToolsAdam
 
@@ -23,9 +30,10 @@ class Distillation:
 
     def __init__(self, student: StudentPolicy, *, learning_rate: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-7, eps_sqrt: float = 1e-7, batch_size: int = 64, sequence_length: int = 500,
-                 shuffle: bool = True, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
+                 shuffle: bool = True, device: torch.device | str = "cpu", world: World = World()):
+        self.device, self.world = torch.device(device), world
         self.student = student.to(self.device)
+        world.broadcast_parameters(self.student)  # every rank starts from rank 0's student
         self.learning_rate = float(learning_rate)
         self.optimizer = RLToolsAdam(self.student.parameters(), lr=learning_rate, betas=betas, eps=eps, eps_sqrt=eps_sqrt)
         self.batch_size = int(batch_size)
@@ -53,22 +61,27 @@ class Distillation:
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.world.average_gradients(self.student.parameters())
         self.optimizer.step()
         self.num_updates += 1
         return loss.detach()
 
     def update(self, dataset: EpisodeDataset, generator: torch.Generator | None = None, callback=None) -> dict:
-        """One pass over ``dataset`` in rl-tools' batches; ``callback(step_index, loss)`` after each step.
-        Returns ``{"loss": mean loss, "num_batches": n}`` (loss NaN when the dataset holds less than a batch)."""
-        if dataset.num_batches(self.batch_size, self.sequence_length) == 0:
+        """One pass over ``dataset`` in rl-tools' batches; ``callback(step_index, loss)`` for each step, after the
+        pass. Returns ``{"loss": mean loss, "num_batches": n}`` (loss NaN when the dataset holds less than a batch;
+        under torchrun the losses are the means over ranks, and n the fewest batches of any rank)."""
+        count = self.world.min(dataset.num_batches(self.batch_size, self.sequence_length))
+        if count == 0:
             return {"loss": float("nan"), "num_batches": 0}
-        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
-        for batch in dataset.get_batches(self.batch_size, self.sequence_length, self.shuffle, generator):
-            loss = self.train_step(batch)
+        batches = dataset.get_batches(self.batch_size, self.sequence_length, self.shuffle, generator)
+        losses = [self.train_step(batch) for batch in islice(batches, count)]
+        if self.world.distributed:  # one exchange per pass: every step's loss over all ranks' rows
+            losses = list(self.world.mean(torch.stack(losses)).unbind())
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, loss in enumerate(losses):
             total += loss.double()
-            count += 1
             if callback is not None:
-                callback(self.num_updates, loss)
+                callback(self.num_updates - count + i + 1, loss)
         return {"loss": float(total) / count, "num_batches": count}
 
     def state_dict(self) -> dict:

@@ -153,6 +153,8 @@ def _train(args) -> int:
             print(f"[{name}] already trained and evaluated: skipped", flush=True)
             continue
         side = train_teacher(name, Path(args.out) / name, dynamics, opts, resume=where == "resumable")
+        if side is None:  # a torchrun rank other than 0: rank 0 reports
+            continue
         ev, tr = side["evaluation"], side["training"]
         print(f"[{name}] {tr['iterations']} it, {tr['env_steps']} steps, train {tr['train_time_s']:.0f} s "
               f"(wall {tr['wall_time_s']:.0f} s, stopped by {tr['stopped_by']}), selected it {tr['selected_iteration']}: return {ev['return_mean']:.1f}, "

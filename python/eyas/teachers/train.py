@@ -20,7 +20,7 @@ import json
 import os
 import pickle
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from rsl_rl.utils.logger import Logger
 
 from eyas.io import atomic_torch_save, atomic_write
 
+from . import multiprocess
 from . import resume as resume_state
 from .base import TeacherError
 from .monitor import Stop, TrainingMonitor
@@ -126,7 +127,9 @@ class IterationLogger(Logger):
 
     def log(self, it: int, *args, **kwargs) -> None:
         super().log(it, *args, **kwargs)
-        if self.after_log is not None:
+        if multiprocess.world_size() > 1:  # torchrun: rank 0's hook decides for every rank
+            multiprocess.agreed_stop(self.after_log, it, Stop)
+        elif self.after_log is not None:
             self.after_log(it)
 
 
@@ -142,6 +145,10 @@ class TeacherRunner(OnPolicyRunner):
         self.logger = IterationLogger(log_dir=log_dir, cfg=self.cfg, env_cfg=self.env.cfg, num_envs=self.env.num_envs,
                                       is_distributed=self.is_distributed, gpu_world_size=self.gpu_world_size,
                                       gpu_global_rank=self.gpu_global_rank, device=self.device)
+
+    def _configure_multi_gpu(self) -> None:
+        if not multiprocess.configure(self):  # gloo on the CPU (rsl_rl hard-codes NCCL); else rsl_rl's own
+            super()._configure_multi_gpu()
 
     def save(self, path: str, infos: dict | None = None) -> None:
         saved = self.alg.save()
@@ -174,8 +181,9 @@ def train_teacher(
     dynamics: Any,
     options: TrainOptions | None = None,
     resume: bool = False,
-) -> dict:
-    """Train one teacher into `out_dir` and return its sidecar dict (also written to `out_dir/teacher.json`).
+) -> dict | None:
+    """Train one teacher into `out_dir` and return its sidecar dict (also written to `out_dir/teacher.json`;
+    under torchrun only rank 0 writes and returns it, `eyas.teachers.multiprocess`).
 
     dynamics: "randomized" (privileged teacher), a registry model name, or an `eyas.sim.Params` batch of one.
 
@@ -188,6 +196,8 @@ def train_teacher(
     from eyas.envs import PointControlEnv, PointControlEnvCfg
 
     opts = options or TrainOptions()
+    opts = replace(opts, device=multiprocess.rank_device(opts.device))  # torchrun: cuda -> cuda:LOCAL_RANK
+    multiprocess.refuse_resume(resume)
     out = Path(out_dir)
     created = not out.exists()
     if resume and created:
@@ -196,13 +206,15 @@ def train_teacher(
     torch.manual_seed(opts.seed)
 
     privileged, params = _resolve_dynamics(dynamics)
-    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed,
+    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed + multiprocess.rank(),
                                  dynamics="randomized" if privileged else params, **opts.env_overrides)
     env = PointControlEnv(env_cfg)
     eval_env = PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
     train_cfg = copy.deepcopy(opts.train_cfg)
     train_cfg["run_name"] = name
     runner = _build_runner(env, train_cfg, out, created, opts)
+    if multiprocess.rank() != 0:  # torchrun: rank 0 evaluates and writes; the others train alongside it
+        return multiprocess.follow_main(runner, opts.max_iterations, Stop)
 
     sidecar = _initial_sidecar(name, privileged, params, env, env_cfg, train_cfg, opts)
     if resume:
