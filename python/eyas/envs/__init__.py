@@ -15,8 +15,8 @@ from .point_control import (
     TerminationCfg,
     dynamics_features,
     make_env,
-    policy_observation,
 )
+from .transition import policy_observation
 from .rollout import EpisodeStats, PolicyFn, evaluate, rollout, student_policy_fn
 
 TASK_ID = "Isaac-Quadcopter-Point-Ctrl-v0"

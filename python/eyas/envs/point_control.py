@@ -401,16 +401,6 @@ class PointControlEnv(VecEnv, gym.Env):
 _BUFFERS = ("action_history", "last_action", "episode_length_buf", "episode_return", "_dynamics_features")
 
 
-def policy_observation(state: State, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 18 + 4 H) noise-free RAPTOR policy observation: position - target, rotation matrix (row-major),
-    linear velocity, body angular velocity, `action_history` (B, H, 4) most recent first (l2f `observe`)."""
-    n = state.position.shape[0]
-    position = state.position if target is None else state.position - target
-    rotation = sim.quaternion_to_rotation_matrix(state.orientation).reshape(n, 9)
-    return torch.cat([position, rotation, state.linear_velocity, state.angular_velocity,
-                      action_history.reshape(n, -1)], dim=-1)
-
-
 def dynamics_features(params: Params, state: State) -> torch.Tensor:
     """(B, 48) privileged dynamics features of the teacher observation (layout in the module docstring)."""
     d = params.dynamics

@@ -44,6 +44,16 @@ def normalized_rotor_speeds(params: Params, state: State) -> torch.Tensor:
     return (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
 
 
+def policy_observation(state: State, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 18 + 4 H) noise-free RAPTOR policy observation: position - target, rotation matrix (row-major),
+    linear velocity, body angular velocity, `action_history` (B, H, 4) most recent first (l2f `observe`)."""
+    n = state.position.shape[0]
+    position = state.position if target is None else state.position - target
+    rotation = sim.quaternion_to_rotation_matrix(state.orientation).reshape(n, 9)
+    return torch.cat([position, rotation, state.linear_velocity, state.angular_velocity,
+                      action_history.reshape(n, -1)], dim=-1)
+
+
 def termination_terms(params: Params, target: torch.Tensor, s: State) -> dict[str, torch.Tensor]:
     """(N,) bool per termination condition of state `s` (l2f's, the velocity one split by axis)."""
     t = params.mdp.termination
@@ -87,8 +97,6 @@ def reward(params: Params, target: torch.Tensor, s: State, actions: torch.Tensor
 def observation_groups(params: Params, target: torch.Tensor, state: State, action_history: torch.Tensor,
                        features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise-free policy observation, teacher observation) of `state` (layouts: `eyas.envs.point_control`)."""
-    from .point_control import policy_observation
-
     noise_free = policy_observation(state, action_history, target)
     return noise_free, torch.cat([noise_free, normalized_rotor_speeds(params, state), features], dim=-1)
 
