@@ -16,15 +16,14 @@
 (b) and (c) run once per env path (`--paths`, default both): "compiled" builds the envs with
 `PointControlEnvCfg(compile=True)` (the env step under torch.compile, `eyas.envs.transition`; its first compile
 falls into the offset estimation, which is not part of the epoch figures), "eager" with compile=False. The APG
-step flies `eyas.sim.step` itself; it has a compiled path only once `APGConfig` has a `compile` field: until
-then its "compiled" figure is null (printed). `--json PATH` writes {"apg_step_s": {"compiled", "eager"},
+step follows the env's setting (`eyas.distill.apg_flight.flight_step` compiled, forward and backward; its first
+compile falls into `timeit`'s warm-up call). `--json PATH` writes {"apg_step_s": {"compiled", "eager"},
 "collect_epoch_s": {"compiled", "eager"}} (collect_epoch_s: the DAgger collection of one epoch, (b)) beside the
 full figures ("step", "epoch" and "apg" per path, "info"); a path not run is null.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
@@ -151,12 +150,6 @@ def bench_epoch(args, device: torch.device, compiled: bool) -> tuple[dict, objec
     return out, bank, student
 
 
-def apg_has_compiled_path() -> bool:
-    from eyas.distill.config import APGConfig
-
-    return "compile" in {f.name for f in dataclasses.fields(APGConfig)}
-
-
 def bench_apg(args, bank, student, device: torch.device, compiled: bool) -> dict:
     import copy
 
@@ -164,9 +157,8 @@ def bench_apg(args, bank, student, device: torch.device, compiled: bool) -> dict
     from eyas.envs import PointControlEnvCfg
 
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    options = {"compile": compiled} if apg_has_compiled_path() else {}
     apg = AnalyticPolicyGradient(copy.deepcopy(student), bank, PointControlEnvCfg(compile=compiled),
-                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon, **options),
+                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon),
                                  generator=torch.Generator().manual_seed(2), device=device)
     steps = []
     t = timeit(lambda: steps.append(apg.update()), args.repeat, 1, sync)
@@ -227,13 +219,12 @@ def main() -> None:
 
 
 def bench_path(args, device, path: str, step: dict | None) -> tuple[dict, dict | None]:
-    """(b) and (c) on one env path; (c) is None for "compiled" while the APG step has no compiled path."""
+    """(b) and (c) on one env path."""
     compiled = path == "compiled"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         e, bank, student = bench_epoch(args, device, compiled)
-    e["compile_fell_back_to_eager"] = any("torch.compile of the env step failed" in str(w.message)
-                                          for w in caught)
+    e["compile_fell_back_to_eager"] = any("torch.compile of" in str(w.message) for w in caught)
     if e["compile_fell_back_to_eager"]:
         print(f"[{path}] note: torch.compile failed here, the env ran eager (see the warning)")
     print(f"(b) [{path}] epoch, {e['teachers']} teachers x {e['num_episodes']} episodes ({e['dataset_steps']} steps): "
@@ -244,11 +235,10 @@ def bench_path(args, device, path: str, step: dict | None) -> tuple[dict, dict |
           f"eval {e['eval_s']:.1f} s -> DAgger epoch {e['epoch_dagger_s']:.1f} s"
           + (f"; rl-tools-scale epoch (5e6 steps) ~{e['raptor_scale_epoch_s_estimate']:.0f} s"
              if "raptor_scale_epoch_s_estimate" in e else ""), flush=True)
-    if compiled and not apg_has_compiled_path():
-        print("(c) [compiled] note: the APG step has no compiled path yet (APGConfig has no `compile` field; it "
-              "flies eyas.sim.step eager): apg_step_s.compiled is null, the eager figure is below")
-        return e, None
-    a = bench_apg(args, bank, student, device, compiled)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = bench_apg(args, bank, student, device, compiled)
+    a["compile_fell_back_to_eager"] = any("torch.compile of" in str(w.message) for w in caught)
     print(f"(c) [{path}] APG step, {a['envs']} episodes x {a['horizon']} steps: {a['apg_step_s']:.2f} s "
           f"(<= {a['apg_sample_steps_per_s_upper']:.0f} sample-steps/s; {100 * a['ended_within_horizon']:.0f} % of the "
           f"episodes ended within the horizon)"

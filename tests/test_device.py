@@ -79,7 +79,7 @@ def test_compiled_env_matches_eager_on_device(device):
             assert torch.equal(done_e, done_c), t
             torch.testing.assert_close(obs_c["teacher"], obs_e["teacher"], rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(rew_c, rew_e, rtol=1e-4, atol=1e-4)
-    assert not [w for w in caught if "torch.compile of the env step failed" in str(w.message)]  # it did compile
+    assert not [w for w in caught if "torch.compile of" in str(w.message)]  # it did compile
 
 
 def test_student_forward_and_gradients_match_rltools_on_device(device):

@@ -33,11 +33,14 @@ import math
 from typing import Iterator, NamedTuple
 
 import torch
+from tensordict import TensorDict
 
 from eyas import sim
 from eyas.distill.collect import episode_env
+from eyas.distill.apg_flight import CostWeights, StudentWeights, flight_step
 from eyas.distill.config import APGConfig
 from eyas.distill.distributed import World
+from eyas.envs import transition
 from eyas.model import StudentPolicy
 from eyas.teachers import Block, TeacherBank
 
@@ -48,14 +51,11 @@ STATS = ("loss", "cost", "imitation", "terminated", "grad_norm")  # what `Analyt
 class Step(NamedTuple):
     """One step of a batch of APG flights (tensors over the batch's rows)."""
 
-    env: object  # the `PointControlEnv` whose rows are flown (dynamics, thresholds, target)
     state: sim.State  # before the step
-    next_state: sim.State
-    actions: torch.Tensor  # the student's, with gradients
-    previous_actions: torch.Tensor
     labels: torch.Tensor | None  # the teachers' actions on ``state`` (None without the imitation term)
     alive: torch.Tensor  # (n,) bool: the row's episode runs at this step
     terminated: torch.Tensor  # (n,) bool: the row's episode ends by a termination at this step
+    sums: dict  # the step's cost sums over running rows (`apg_flight.flight_step`): cost, running, imitation
 
 
 class AnalyticPolicyGradient:
@@ -76,6 +76,9 @@ class AnalyticPolicyGradient:
         self.teachers_per_batch = min(len(bank), cfg.envs)
         self.per_teacher = cfg.envs // self.teachers_per_batch
         self._next_teacher = 0
+        # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
+        compiled = transition.compile_enabled(getattr(env_cfg, "compile", False))
+        self._flight_step = transition.compiled_function(flight_step) if compiled else flight_step
 
     def _block(self) -> Block:
         first = self._next_teacher
@@ -89,22 +92,31 @@ class AnalyticPolicyGradient:
         c = self.cfg
         block = self._block()
         env = episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
+        weights = StudentWeights.of(self.student)
+        h0 = self.student.initial_hidden_state
+        # rl-tools' gradients leave the initial state fixed (docs/gradients.md); exact ones learn it
+        h0 = h0 if self.student.gradient_mode == "exact" else h0.detach()
         state, history = env.state, env.action_history
+        hidden = h0.expand(env.num_envs, -1)
         alive = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
-        hidden = None
+        groups = transition.observation_groups(env.params, env.target, state, history, env.dynamics_features)
+        observations = {"policy": groups[0], "teacher": groups[1]}  # noise-free; each step's noise is drawn below
+        costs = CostWeights(c.tilt_weight, c.barrier_weight, c.barrier_start, c.imitation_weight > 0)
+        steady = [torch.tensor(w, dtype=env.dtype, device=env.device) for w in (0.0, c.steady_weight)]
         self.bank.reset(block)
-        for _ in range(c.horizon):
-            obs = env.observe(state, history)
-            actions, hidden = self.student.act(obs["policy"].to(self.student.initial_hidden_state.dtype), hidden)
-            labels = self.bank.act(obs, block) if c.imitation_weight > 0 else None
-            actions = actions.to(env.dtype)
-            nxt = sim.step(state, actions, env.params, validate=False)
-            terminated = torch.stack(list(env.termination_terms(nxt).values())).any(0)
-            yield Step(env, state, nxt, actions, history[:, 0], labels, alive, terminated & alive)
-            alive = alive & ~terminated
-            state = _where(alive, nxt, state)
-            history = torch.where(alive[:, None, None], torch.cat([actions[:, None], history[:, :-1]], 1),
-                                  history.detach())
+        for t in range(c.horizon):
+            noise = env.observation_noise()
+            if noise is not None:
+                observations = {"policy": observations["policy"] + noise, "teacher": observations["teacher"]}
+            labels = (self.bank.act(TensorDict(observations, batch_size=[env.num_envs]), block) if costs.imitation
+                      else None)
+            # step 0 eager: its state needs no gradient, and a second compiled graph for it would double the compile
+            out = (self._flight_step if t > 0 else flight_step)(
+                weights, state, history, hidden, alive, labels, noise, env.params, env.target, env.dynamics_features,
+                steady[t >= c.steady_start], costs)
+            yield Step(state, labels, alive, out["terminated"], out)
+            state, history, hidden, alive, observations = (out[k] for k in ("state", "history", "hidden", "alive",
+                                                                            "observations"))
             if not bool(alive.any()):
                 break
 
@@ -113,23 +125,10 @@ class AnalyticPolicyGradient:
         c = self.cfg
         cost_sum = imitation_sum = running_steps = 0.0
         ended = None
-        for t, step in enumerate(self.fly()):
-            reward, limits, target = step.env.params.mdp.reward, step.env.params.mdp.termination, step.env.target
-            nxt, actions = step.next_state, step.actions
-            tilt = 1 - sim.quaternion_to_rotation_matrix(nxt.orientation)[:, 2, 2]
-            position_weight = reward.position + (c.steady_weight if t >= c.steady_start else 0.0)
-            cost = (position_weight * _norm(nxt.position - target)
-                    + reward.d_action * _norm(actions - step.previous_actions) + c.tilt_weight * tilt)
-            for threshold, value in ((limits.position_threshold, nxt.position - target),
-                                     (limits.linear_velocity_threshold, nxt.linear_velocity),
-                                     (limits.angular_velocity_threshold, nxt.angular_velocity)):
-                excess = torch.relu(value.abs() - c.barrier_start * threshold[:, None])
-                cost = cost + c.barrier_weight * excess.square().sum(-1)
-            cost_sum = cost_sum + torch.where(step.alive, cost, 0).sum()
-            if step.labels is not None:
-                imitation = (actions - step.labels.to(actions.dtype)).square().mean(-1)
-                imitation_sum = imitation_sum + torch.where(step.alive, imitation, 0).sum()
-            running_steps = running_steps + step.alive.sum()
+        for step in self.fly():
+            cost_sum = cost_sum + step.sums["cost"]
+            imitation_sum = imitation_sum + step.sums.get("imitation", 0.0)
+            running_steps = running_steps + step.sums["running"]
             ended = step.terminated if ended is None else ended | step.terminated
         running_steps = self.world.sum(running_steps)  # over all ranks' rows (no gradient)
         cost_mean, imitation_mean = cost_sum / running_steps, imitation_sum / running_steps
@@ -170,18 +169,3 @@ class AnalyticPolicyGradient:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self._next_teacher = int(state["next_teacher"])
-
-
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm over the last axis with a finite gradient at 0."""
-    return (x.square().sum(-1) + 1e-12).sqrt()
-
-
-def _where(mask: torch.Tensor, new: sim.State, old: sim.State) -> sim.State:
-    """Rows of ``new`` where ``mask``, else the rows of ``old`` detached."""
-    def pick(a, b):
-        if a is None:
-            return None
-        return torch.where(mask.reshape(-1, *([1] * (a.dim() - 1))), a, b.detach())
-    return sim.State(*(pick(getattr(new, f), getattr(old, f)) for f in
-                       ("position", "orientation", "linear_velocity", "angular_velocity", "rpm", "force", "torque")))

@@ -274,7 +274,13 @@ class PointControlEnv(VecEnv, gym.Env):
         return self.get_observations(), {}
 
     # --- observations ---------------------------------------------------------------------------------
-    def _observation_noise(self) -> torch.Tensor | None:
+    @property
+    def dynamics_features(self) -> torch.Tensor:
+        """(num_envs, 48) the teacher's dynamics features of every row's episode (layout: module docstring)."""
+        return self._dynamics_features
+
+    def observation_noise(self) -> torch.Tensor | None:
+        """One draw of the policy observation's noise (num_envs, num_obs) from the env's generator, None when off."""
         if not any(dataclasses.asdict(self.cfg.observation_noise).values()):
             return None
         std = self.params.mdp.observation_noise
@@ -293,7 +299,7 @@ class PointControlEnv(VecEnv, gym.Env):
                                                                  self._dynamics_features))
 
     def _observations(self, noise_free: torch.Tensor, teacher: torch.Tensor) -> TensorDict:
-        noise = self._observation_noise()
+        noise = self.observation_noise()
         policy = noise_free if noise is None else noise_free + noise
         return TensorDict({"policy": policy, "teacher": teacher}, batch_size=[self.num_envs], device=self.device)
 

@@ -163,27 +163,42 @@ def compile_enabled(setting: bool | None) -> bool:
 
 def step_function(compiled: bool):
     """`transition`, compiled once per process when ``compiled`` (and torch.compile works here)."""
-    if not compiled:
-        return transition
-    if "fn" not in _COMPILED:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "eyas" / "inductor"))
-        _COMPILED["fn"] = _with_eager_fallback(torch.compile(transition, dynamic=True))
-    return _COMPILED["fn"]
+    return compiled_function(transition) if compiled else transition
 
 
-def _with_eager_fallback(fn):
+def compiled_function(fn):
+    """``fn`` under torch.compile (inductor, symbolic batch sizes), made once per process, with the kernel cache
+    in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``) and a one-warning eager fallback."""
+    if fn not in _COMPILED:
+        _use_eyas_cache_dir()
+        _COMPILED[fn] = _with_eager_fallback(fn, torch.compile(fn, dynamic=True))
+    return _COMPILED[fn]
+
+
+def _use_eyas_cache_dir() -> None:
+    """Point inductor's cache at ~/.cache/eyas/inductor unless the user chose one. Importing tensordict already
+    resolves (and writes to the environment) torch's default, /tmp/torchinductor_<user>, which a reboot clears;
+    that value counts as not chosen."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path.home() / ".cache" / "eyas" / "inductor")
+
+
+def _with_eager_fallback(eager, fn):
     state = {"fn": fn}
 
     def call(*args, **kwargs):
         try:
             return state["fn"](*args, **kwargs)
         except Exception as e:  # noqa: BLE001  (any compiler failure: missing C++ compiler, unsupported op, ...)
-            if state["fn"] is transition:
+            if state["fn"] is eager:
                 raise
-            warnings.warn(f"eyas: torch.compile of the env step failed ({type(e).__name__}: "
+            warnings.warn(f"eyas: torch.compile of {eager.__module__}.{eager.__name__} failed ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); running it eager (EYAS_COMPILE=0 "
                           f"silences this)", RuntimeWarning, stacklevel=2)
-            state["fn"] = transition
-            return transition(*args, **kwargs)
+            state["fn"] = eager
+            return eager(*args, **kwargs)
 
     return call
