@@ -3,8 +3,9 @@
 #   1. parity of the released RAPTOR checkpoint against rl-tools' own C++ (a table of errors);
 #   2. a small but real distillation on the CPU: the committed privileged PPO teacher
 #      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm, then
-#      50 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools),
-#      evaluated on held-out randomised dynamics and every registry model, exported to rl-tools HDF5
+#      150 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools;
+#      500-step flights with a steady-state term, a quarter of them on the registry models),
+#      evaluated on held-out randomised dynamics and every registry model (held-out episodes), exported to rl-tools HDF5
 #      (checked with foundation_policy), with TensorBoard logs and plots.
 # Usage: bash scripts/main_job.sh [RUN_DIR]   (default: runs/main_job-<date>)
 set -euo pipefail
@@ -26,7 +27,7 @@ echo "== 2/2 distillation: fixtures/teachers/privileged -> RAPTOR student, log d
   --num_envs 256 --num_episodes 256 --n_epochs 150 --epoch_teacher_forcing 5 \
   --batch_size 256 --sequence_length 100 --learning_rate 1e-3 \
   --on_policy false --max_dataset_steps 400000 \
-  --eval_every 10 --eval_episodes 64 --eval_registry_episodes 4 --final_eval_episodes 500 \
-  --apg_iterations 50 \
+  --eval_every 10 --eval_episodes 64 --eval_registry_episodes 10 --final_eval_episodes 500 \
+  --apg_iterations 150 --apg_horizon 500 --apg_envs 512 --apg_steady_weight 5 --apg_registry_share 0.25 \
   --checkpoint_every 10 --num_threads 1 --seed 0 --log_dir "$RUN_DIR"
 echo "open $RUN_DIR/training.png and $RUN_DIR/flights.png; tensorboard --logdir $RUN_DIR"

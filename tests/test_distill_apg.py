@@ -59,6 +59,23 @@ def test_apg_flies_the_episodes_the_env_flies(teachers, student):
     assert running == 0 if student == "random" else running >= 28, running
 
 
+def test_registry_share_flies_the_models_in_the_last_rows(teachers):
+    """--apg_registry_share: the last rows of a privileged teacher's part fly the registry models in turn; the other
+    rows keep the randomised dynamics (and initial states' seed) they get without it; per-dynamics teachers keep
+    their own dynamics."""
+    mixed, plain = _apg(teachers[:1], envs=20, registry_share=0.4), _apg(teachers[:1], envs=20)
+    env, ref = mixed._episode_env(mixed._block()), plain._episode_env(plain._block())
+    mass, names = env.params.dynamics.mass, sim.MODEL_NAMES
+    torch.testing.assert_close(mass[:12], ref.params.dynamics.mass[:12], rtol=0, atol=0)
+    expected = torch.stack([sim.model_params(names[i % len(names)]).dynamics.mass[0] for i in range(8)])
+    torch.testing.assert_close(mass[12:], expected, rtol=0, atol=0)
+    assert not torch.equal(mass[12:], ref.params.dynamics.mass[12:])
+    torch.testing.assert_close(env.state.position[:12], ref.state.position[:12], rtol=0, atol=0)
+    fixed = _apg(teachers[1:], envs=10, registry_share=0.5)
+    crazyflie = float(sim.model_params("crazyflie").dynamics.mass[0])
+    assert torch.all(fixed._episode_env(fixed._block()).params.dynamics.mass == crazyflie)
+
+
 def test_apg_gradient_is_the_derivative_of_its_loss():
     """Float64: the directional derivative of the APG loss along a random parameter direction equals the central
     finite difference (same episodes every call). Catches a graph cut anywhere (student, GRU, dynamics).
@@ -198,7 +215,8 @@ def test_resume_in_the_apg_phase_continues_exactly(tmp_path, teachers):
 @pytest.mark.parametrize("flag, value, message", [("--apg_horizon", 0, "--apg_horizon must be >= 1"),
                                                   ("--apg_horizon", 501, "exceeds the episode length 500"),
                                                   ("--apg_learning_rate", -1, "--apg_learning_rate must be a positive"),
-                                                  ("--apg_barrier_start", 1.5, "--apg_barrier_start must be in")])
+                                                  ("--apg_barrier_start", 1.5, "--apg_barrier_start must be in"),
+                                                  ("--apg_registry_share", 1, "--apg_registry_share must be in")])
 def test_bad_apg_settings(tmp_path, capsys, flag, value, message):
     from test_distill_inputs import check_error, run, write_teacher
 

@@ -36,11 +36,12 @@ import torch
 from tensordict import TensorDict
 
 from eyas import sim
-from eyas.distill.collect import episode_env
+from eyas.distill.collect import draw_seed, env_with_dynamics, episode_env, episode_params
 from eyas.distill.apg_flight import CostWeights, StudentWeights, flight_step
 from eyas.distill.config import APGConfig
 from eyas.distill.distributed import World
 from eyas.envs import transition
+from eyas.envs.isaaclab_task import IsaacLabTask
 from eyas.model import StudentPolicy
 from eyas.teachers import Block, TeacherBank
 
@@ -86,12 +87,28 @@ class AnalyticPolicyGradient:
         self._next_teacher = (first + count) % len(self.bank)
         return self.world.part(Block(first, count, self.per_teacher))
 
+    def _episode_env(self, block: Block):
+        """The env of ``block``'s new episodes (`collect.episode_env`); with ``registry_share`` > 0 and privileged
+        teachers the last rows of each teacher's part fly the registry models in turn instead (drawn after the
+        randomised parameters of all rows, so the other rows' draws do not change)."""
+        teachers = block.of(self.bank.teachers)
+        keep = round(block.per_teacher * (1 - self.cfg.registry_share))
+        if keep == block.per_teacher or isinstance(self.env_cfg, IsaacLabTask) \
+                or any(getattr(t, "params", None) is not None for t in teachers):
+            return episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
+        params = episode_params(self.bank.teachers, block, self.env_cfg, self.generator)
+        rows = torch.arange(block.rows).reshape(block.count, block.per_teacher)[:, keep:].reshape(-1)
+        names = sim.MODEL_NAMES
+        params.assign_(rows, sim.Params.cat([sim.model_params(names[i % len(names)], params.dtype, "cpu")
+                                             for i in range(len(rows))]))
+        return env_with_dynamics(self.env_cfg, params, draw_seed(self.generator), self.device)
+
     def fly(self) -> Iterator[Step]:
         """Fly one batch of new episodes for ``horizon`` steps with gradients (the student acts, the teachers label;
         no auto-reset: a row that meets a termination condition keeps its last state, cut from the graph)."""
         c = self.cfg
         block = self._block()
-        env = episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
+        env = self._episode_env(block)
         weights = StudentWeights.of(self.student)
         h0 = self.student.initial_hidden_state
         # rl-tools' gradients leave the initial state fixed (docs/gradients.md); exact ones learn it

@@ -119,6 +119,9 @@ class APGConfig:
     steady_start: int = setting(300, "first step of the steady-state term (with --apg_horizon 500: the last 2 s)",
                                 resume=FIXED_IN_APG)
     grad_clip: float = setting(1.0, "gradient-norm clip", resume=FIXED_IN_APG)
+    registry_share: float = setting(0.0, "share of each step's episodes flown on the registry models in turn "
+                                    "instead of randomised dynamics (privileged teachers; the models' evaluation "
+                                    "then flies dynamics APG has seen)", resume=FIXED_IN_APG)
     eval_every: int = setting(25, "evaluate (and select the best actor) every N APG steps")
     eval_episodes: int = setting(256, "randomised-dynamics episodes per APG evaluation (plus "
                                  "--eval_registry_episodes per model)")
@@ -134,6 +137,8 @@ class APGConfig:
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
+        if not 0 <= self.registry_share < 1:
+            raise DistillationError(f"--apg_registry_share must be in [0, 1), got {self.registry_share}")
         if not 0 < self.barrier_start <= 1:
             raise DistillationError(f"--apg_barrier_start must be in (0, 1], got {self.barrier_start}")
 
