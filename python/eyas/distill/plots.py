@@ -82,7 +82,7 @@ def plot_training(log_dir: Path) -> Path:
 
     _plot_position_errors(ax[1, 1], ev_epochs, ev_rows, history["teacher_eval"].get("raptor_eval"))
     if apg:
-        _plot_apg(ax[2], apg, teacher)
+        _plot_apg(ax[2], apg, teacher, history["teacher_eval"].get("raptor_eval"))
     fig.suptitle(f"eyas distill: {log_dir.name}")
     fig.tight_layout()
     out = _save(fig, log_dir / "training.png")
@@ -90,7 +90,7 @@ def plot_training(log_dir: Path) -> Path:
     return out
 
 
-def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None) -> None:
+def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None, xlabel: str = "epoch") -> None:
     """Final position error per evaluation group (log scale), RAPTOR's on the same episodes dashed in the same
     colour: what a point-control policy exists to minimise."""
     groups = list(rows[0]["eval"]) if rows else []
@@ -99,7 +99,7 @@ def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None) -> N
         line, = a.plot(epochs, errors, "o-", ms=2, color=f"C{i % 10}", label=name)
         if raptor and name in raptor:
             a.axhline(100 * raptor[name]["position_error_mean"], color=line.get_color(), ls="--", lw=0.8)
-    a.set_xlabel("epoch")
+    a.set_xlabel(xlabel)
     a.set_ylabel("final position error [cm] (episodes not terminated)")
     a.set_title("position error per group" + (" (dashed: RAPTOR, same episodes)" if raptor else ""))
     if groups:
@@ -107,8 +107,9 @@ def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None) -> N
         a.legend(fontsize=8, ncol=2)
 
 
-def _plot_apg(ax, rows: list[dict], teacher: dict) -> None:
-    """APG phase: its loss parts per evaluation window, and the evaluations (return, share terminated)."""
+def _plot_apg(ax, rows: list[dict], teacher: dict, raptor: dict | None) -> None:
+    """APG phase: its loss parts per evaluation window, and the evaluations (position error per group beside
+    RAPTOR's, share terminated on randomised dynamics): what the best-actor rule compares."""
     it = np.array([r["iteration"] for r in rows])
     trained = [r for r in rows if r["cost"] is not None]
     a = ax[0]
@@ -126,19 +127,17 @@ def _plot_apg(ax, rows: list[dict], teacher: dict) -> None:
     a.set_title("APG fine-tuning: training flights")
     a.legend(fontsize=8, loc="upper left")
     a = ax[1]
+    _plot_position_errors(a, it, rows, raptor, xlabel="APG iteration (0: the distilled actor)")
+    a.set_title("APG fine-tuning: evaluations" + (" (dashed: RAPTOR)" if raptor else ""))
+    if rows and rows[0]["eval"]:
+        a.legend(fontsize=7, ncol=4, loc="lower left")
     held = [r["eval"]["randomized"] for r in rows]
-    a.plot(it, [e["return_mean"] for e in held], "o-", ms=3, color="tab:red",
-           label=f"return, randomised dynamics ({held[0]['episodes']} episodes)")
-    a.axhline(0.9 * teacher["return_mean"], color="gray", ls=":", lw=1, label="90 % of teachers' return")
-    a.set_xlabel("APG iteration (0: the distilled actor)")
-    a.set_ylabel("mean return")
-    a.set_title("APG fine-tuning: evaluations")
-    a.legend(fontsize=8, loc="lower left")
     b = a.twinx()
-    b.plot(it, [100 * e["share_terminated"] for e in held], "s--", ms=3, color="tab:purple", label="terminated")
-    b.axhline(100 * teacher["share_terminated"], color="k", ls="--", lw=1, label="teachers terminated")
+    b.plot(it, [100 * e["share_terminated"] for e in held], "s:", ms=3, color="k",
+           label=f"terminated, randomised ({held[0]['episodes']} episodes)")
+    b.axhline(100 * teacher["share_terminated"], color="gray", ls="--", lw=1, label="teachers terminated")
     b.set_ylabel("terminated episodes [%]")
-    b.legend(fontsize=8, loc="upper right")
+    b.legend(fontsize=7, loc="upper right")
 
 
 def plot_flights(log_dir: Path) -> Path:
