@@ -5,8 +5,8 @@
 #      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm, then
 #      150 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools;
 #      500-step flights with a steady-state term, a quarter of them on the registry models),
-#      evaluated on held-out randomised dynamics and every registry model (held-out episodes), exported to rl-tools HDF5
-#      (checked with foundation_policy), with TensorBoard logs and plots.
+#      evaluated on held-out randomised dynamics and every registry model (held-out episodes), exported to
+#      rl-tools HDF5 (checked with foundation_policy), with TensorBoard logs and plots.
 # Usage: bash scripts/main_job.sh [RUN_DIR]   (default: runs/main_job-<date>)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,9 +20,9 @@ def test_committed_student_loads_in_foundation_policy(name):
     # measured on these episodes (seed 21), RAPTOR on the same: crazyflie 0 of 16 terminated, 5.3 cm; randomised
     # 4 of 64, 6.2 cm. apg_steady: crazyflie 0 of 16, 3.1 cm; randomised 2 of 64, 6.8 cm. registry_mix (the
     # Crazyflie among its APG flights): crazyflie 0 of 16, 0.94 cm; randomised 2 of 64, 7.3 cm. registry_cont:
-    # crazyflie 0 of 16, 0.83 cm; randomised 2 of 64, 6.7 cm. Bounds: one more
-    # termination, ~1.5x the error (2x for the sub-cm one): the Crazyflie bounds are below RAPTOR's own error, far
-    # below the 12-51 cm of earlier students (README beside them)
+    # crazyflie 0 of 16, 0.83 cm; randomised 2 of 64, 6.7 cm. Bounds: one more termination, ~1.5x the error (2x
+    # for the sub-cm ones): the Crazyflie bounds are below RAPTOR's own error, far below the 12-51 cm of earlier
+    # students (README beside them)
     ("apg_steady", "crazyflie", 16, 1 / 16, 0.05),
     ("apg_steady", "randomized", 64, 3 / 64, 0.10),
     ("registry_mix", "crazyflie", 16, 1 / 16, 0.02),
