@@ -7,10 +7,12 @@ environments on CPU (and CUDA when available), with randomised dynamics and rand
 * eyas env   `PointControlEnv.step`: physics, 22-D + 74-D observations, reward, termination, auto-reset
                (new dynamics parameters and initial state for finished episodes), on the compiled path
                (`eyas.envs.transition` under torch.compile) and the eager one (`--paths`)
-* eyas sim   `eyas.sim.step` only (RK4 physics), compiled or eager alike
-* l2f        `vectorN.step` + `observe` + `terminated` + `sample_initial_state_if_truncated` (same work as
-               the eyas env except reward and re-drawing parameters), at the sizes l2f compiles (1 ... 8192);
-               only if `import l2f` works. Its OpenMP threads and torch's intra-op threads use the same cores.
+* eyas sim   the env's RK4 physics alone (`eyas.sim.fused.step_packed`), compiled or eager alike
+* l2f        `vectorN.step` + `observe` + `terminated` + `sample_initial_state_if_truncated` (the eyas env's work
+               less the reward, the 74-D teacher observation and re-drawing parameters at every episode start), at
+               the sizes l2f compiles (1 ... 8192); only if `import l2f` works. Its OpenMP threads and torch's
+               intra-op threads use the same cores. Random actions end episodes within ~20-50 steps, so resets
+               weigh far more here than in training.
 
     python benchmarks/bench_env.py [--sizes 1 64 1024 4096 16384] [--seconds 2] [--devices cpu cuda] [--threads N]
                                    [--paths compiled eager] [--json rows.json]
@@ -31,8 +33,8 @@ import time
 import numpy as np
 import torch
 
-from eyas import sim
-from eyas.envs import PointControlEnv, PointControlEnvCfg
+from eyas.envs import PointControlEnv, PointControlEnvCfg, transition
+from eyas.sim import fused
 
 
 def timed(fn, seconds: float, sync) -> float:
@@ -64,11 +66,11 @@ def bench_eyas(num_envs: int, device: str, seconds: float, compiled: bool) -> tu
         k[0] += 1
 
     env_rate = timed(env_step, seconds, sync) * num_envs
-    state, params = env.state, env.params
-    physics = torch.compile(sim.step, dynamic=True) if compiled else sim.step
+    X, P = env.packed_state, env.packed_params
+    physics = transition.compiled_function(fused.step_packed) if compiled else fused.step_packed
 
-    def sim_step():
-        physics(state, actions[k[0] % 64], params, validate=False)
+    def sim_step():  # the env's physics alone, as it steps it (`eyas.sim.fused`)
+        physics(X, actions[k[0] % 64], P)
         k[0] += 1
 
     sim_rate = timed(sim_step, seconds, sync) * num_envs

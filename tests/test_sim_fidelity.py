@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from eyas import sim
-from eyas.envs import policy_observation
-from eyas.sim import Params, State
+from eyas.envs import policy_observation, transition
+from eyas.sim import Params, State, fused
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "l2f"
 U32 = 2.0 ** -24  # float32 unit roundoff
@@ -32,18 +32,28 @@ N_STEP_CHAIN = 4 * 26 + 14  # longest operation chain of one step (module docstr
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
 
 
-def compiled_step(state, action, params, validate=True):
-    """`sim.step` compiled by inductor (the env's compiled path, `eyas.envs.transition`): fused and reordered
-    arithmetic is one more float32 implementation, so the same two-implementation bound applies."""
-    if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(sim.step, dynamic=True)
+def fused_step(state, action, params, validate=True):
+    """The fused form the env and APG step (`eyas.sim.fused`: packed rows, one (B,) tensor per quantity), eager."""
     sim.check_inputs(state, action, params, validate)
-    return _COMPILED["fn"](state, action, params, validate=False)
+    X = fused.pack_state(state)
+    return fused.unpack_state(fused.step_packed(X, action, fused.PARAMS.pack(params, X.dtype)))
 
 
-_COMPILED: dict = {}
-STEPS = pytest.mark.parametrize("step", [sim.step, pytest.param(compiled_step, marks=pytest.mark.compiled)],
-                                ids=["eager", "compiled"])
+def compiled_fused_step(state, action, params, validate=True):
+    """The fused form compiled by inductor as the env compiles it (`eyas.envs.transition.compiled_function`): fused
+    and reordered arithmetic is one more float32 implementation, so the same two-implementation bound applies."""
+    sim.check_inputs(state, action, params, validate)
+    X = fused.pack_state(state)
+    step = transition.compiled_function(fused.step_packed)
+    return fused.unpack_state(step(X, action, fused.PARAMS.pack(params, X.dtype)))
+
+
+# the reference port, and the fused form the env and APG fly (eager; compiled: single steps, where the compile is
+# one graph per dtype, and in tests/test_compiled_env.py, which flies the compiled env against the eager one)
+STEPS = pytest.mark.parametrize("step", [sim.step, fused_step], ids=["reference", "fused"])
+SINGLE_STEPS = pytest.mark.parametrize("step", [
+    sim.step, fused_step, pytest.param(compiled_fused_step, marks=pytest.mark.compiled)],
+    ids=["reference", "fused", "fused-compiled"])
 
 
 def gamma(n: int, u: float = U32) -> float:
@@ -138,7 +148,7 @@ def test_every_registry_model_and_randomized_sets_are_covered(fx):
     assert np.abs(fx["force"][[n.startswith("randomized/") for n in names]]).min() > 0
 
 
-@STEPS
+@SINGLE_STEPS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_single_steps_match_l2f(fx, dtype, step):
     for c, name in enumerate(fx["name"]):
@@ -265,3 +275,23 @@ def test_exact_json_is_lossless(fx):
         again = Params.from_l2f_json(params.to_l2f_json())
         for a, b in zip(params.leaves(), again.leaves()):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_step_is_the_reference_step(dtype):
+    """`eyas.sim.fused` computes `sim.step`'s operations in the same order on rows: float64 agrees to 1e-13 relative
+    per step (float64 round-off of a few reordered sums), float32 to its own round-off (gamma_n S as above); a wrong
+    term (e.g. a missing disturbance or a swapped rotor) is O(1e-2) or more."""
+    g = torch.Generator().manual_seed(3)
+    params = sim.sample_domain_randomized_params(500, g, dtype=dtype)
+    state = sim.sample_initial_state(params, g)
+    action = torch.rand(500, 4, generator=g, dtype=dtype) * 2.4 - 1.2
+    expected = pack_state17(sim.step(state, action, params))
+    out = pack_state17(fused_step(state, action, params))
+    scale = expected.abs().amax(0, keepdim=True).clamp(min=1.0)
+    tol = 1e-13 if dtype == torch.float64 else 2 * gamma(N_STEP_CHAIN)
+    assert ((out - expected).abs() / scale).max().item() <= tol
+
+
+def pack_state17(s: State) -> torch.Tensor:
+    return pack(s).double()

@@ -42,6 +42,7 @@ from eyas.distill.config import APGConfig
 from eyas.distill.distributed import World
 from eyas.envs import transition
 from eyas.envs.isaaclab_task import IsaacLabTask
+from eyas.sim import fused
 from eyas.model import StudentPolicy
 from eyas.teachers import Block, TeacherBank
 
@@ -79,7 +80,7 @@ class AnalyticPolicyGradient:
         self._next_teacher = 0
         # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
         compiled = transition.compile_enabled(getattr(env_cfg, "compile", False))
-        self._flight_step = transition.compiled_function(flight_step) if compiled else flight_step
+        self._flight_step = transition.compiled_function(flight_step, training=True) if compiled else flight_step
 
     def _block(self) -> Block:
         first = self._next_teacher
@@ -113,11 +114,12 @@ class AnalyticPolicyGradient:
         h0 = self.student.initial_hidden_state
         # rl-tools' gradients leave the initial state fixed (docs/gradients.md); exact ones learn it
         h0 = h0 if self.student.gradient_mode == "exact" else h0.detach()
-        state, history = env.state, env.action_history
+        X, P, features = env.packed_state, env.packed_params, env.packed_features  # rows, `eyas.sim.fused`
+        history = env.action_history.reshape(env.num_envs, -1)
         hidden = h0.expand(env.num_envs, -1)
         alive = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
-        groups = transition.observation_groups(env.params, env.target, state, history, env.dynamics_features)
-        observations = {"policy": groups[0], "teacher": groups[1]}  # noise-free; each step's noise is drawn below
+        policy, teacher = transition.observation_rows(X, P, history.T, features, env.target)
+        observations = {"policy": policy.T, "teacher": teacher.T}  # noise-free; each step's noise is drawn below
         costs = CostWeights(c.tilt_weight, c.barrier_weight, c.barrier_start, c.imitation_weight > 0)
         steady = [torch.tensor(w, dtype=env.dtype, device=env.device) for w in (0.0, c.steady_weight)]
         self.bank.reset(block)
@@ -129,11 +131,11 @@ class AnalyticPolicyGradient:
                       else None)
             # step 0 eager: its state needs no gradient, and a second compiled graph for it would double the compile
             out = (self._flight_step if t > 0 else flight_step)(
-                weights, state, history, hidden, alive, labels, noise, env.params, env.target, env.dynamics_features,
+                weights, X, history, hidden, alive, labels, noise, P, env.target, features,
                 steady[t >= c.steady_start], costs)
-            yield Step(state, labels, alive, out["terminated"], out)
-            state, history, hidden, alive, observations = (out[k] for k in ("state", "history", "hidden", "alive",
-                                                                            "observations"))
+            yield Step(fused.unpack_state(X), labels, alive, out["terminated"], out)
+            X, history, hidden, alive, observations = (out[k] for k in ("X", "history", "hidden", "alive",
+                                                                        "observations"))
             if not bool(alive.any()):
                 break
 
@@ -159,10 +161,21 @@ class AnalyticPolicyGradient:
                                                          device=cost_mean.device)]))
         return loss, {"cost": parts[0], "imitation": parts[1], "terminated": parts[2] / parts[3]}
 
+    def learning_rate(self) -> float:
+        """This step's Adam step size: constant, or a cosine from ``learning_rate`` (step 0) to ``learning_rate_final``
+        (the last of ``iterations`` steps)."""
+        c = self.cfg
+        if c.learning_rate_final is None:
+            return c.learning_rate
+        progress = min(1.0, self.iteration / max(1, c.iterations - 1))
+        return c.learning_rate_final + (c.learning_rate - c.learning_rate_final) * (1 + math.cos(math.pi * progress)) / 2
+
     def update(self) -> dict:
         """One APG step: fly, backpropagate, clip, Adam. Returns floats: loss, cost, imitation, terminated (share
         of rows ended within the horizon), grad_norm. A non-finite loss or gradient skips the step."""
         self.student.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         loss, parts = self.loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,11 +2,12 @@
 loops; `eyas.distill.apg` calls it eager or compiled (the env's compile setting), the same code either way.
 
 `flight_step` maps (state, action history, GRU state, alive mask, the teachers' labels) to the next ones and the
-step's cost sums: the student's observation (`eyas.envs.transition.policy_observation`, plus the noise drawn for
-it outside), the student's step (`student_step`: Dense+ReLU, GRU cell, Dense, as `StudentPolicy` computes it, without
-its input checks, which would break the graph), l2f's RK4 step (`eyas.sim.step`), the termination terms, the APG cost
-(`eyas.distill.apg`), the masked update of finished rows, and the next state's observation groups (detached, for
-the teachers' labels of the next step). It draws no random numbers and reads nothing on the host.
+step's cost sums: the student's observation (`eyas.envs.transition.policy_rows`, plus the noise drawn for it
+outside), the student's step (`student_step`: Dense+ReLU, GRU cell, Dense, as `StudentPolicy` computes it, without
+its input checks, which would break the graph), l2f's RK4 step on packed rows (`eyas.sim.fused`, as the env steps),
+the termination terms, the APG cost (`eyas.distill.apg`), the masked update of finished rows, and the next state's
+observation groups (detached, for the teachers' labels of the next step). It draws no random numbers and reads
+nothing on the host.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from eyas import sim
 from eyas.envs import transition
 from eyas.model import StudentPolicy
-from eyas.sim import Params, State
+from eyas.sim import fused
+from eyas.sim.fused import param_rows
 from eyas.sim.tensor_tree import TensorTree
 
 
@@ -69,51 +70,47 @@ def student_step(w: StudentWeights, obs: torch.Tensor, h: torch.Tensor) -> tuple
     return torch.nn.functional.linear(h_next, w.w_out, w.b_out), h_next
 
 
-STATE_FIELDS = ("position", "orientation", "linear_velocity", "angular_velocity", "rpm", "force", "torque")
-
-
-def _norm(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm over the last axis with a finite gradient at 0."""
-    return (x.square().sum(-1) + 1e-12).sqrt()
-
-
-def flight_step(w: StudentWeights, state: State, history: torch.Tensor, hidden: torch.Tensor, alive: torch.Tensor,
-                labels: torch.Tensor | None, noise: torch.Tensor | None, params: Params, target: torch.Tensor,
+def flight_step(w: StudentWeights, X: torch.Tensor, history: torch.Tensor, hidden: torch.Tensor, alive: torch.Tensor,
+                labels: torch.Tensor | None, noise: torch.Tensor | None, P: torch.Tensor, target: torch.Tensor,
                 features: torch.Tensor, position_weight: torch.Tensor, c: CostWeights) -> dict:
-    """One step of every row (see the module docstring). Returns the next ``state``, ``history``, ``hidden`` and
-    ``alive`` (finished rows keep their last values, detached), ``terminated`` (rows ending by a termination at this
-    step), the step's sums over running rows ``cost``, ``imitation`` and ``running``, and the next state's
-    noise-free ``observations`` (detached groups ``policy`` and ``teacher``, for the teachers' next labels)."""
-    obs = transition.policy_observation(state, history, target)
+    """One step of every row (see the module docstring) on the env's packed rows: state ``X`` (23, B) and
+    parameters ``P`` (145, B) (`eyas.sim.fused`); ``history`` (B, 4 H) the previous actions, most recent first;
+    ``features`` (48, B). Returns the next ``X``, ``history``, ``hidden`` and ``alive`` (finished rows keep their
+    last values, detached), ``terminated`` (rows ending by a termination at this step), the step's sums over running
+    rows ``cost``, ``imitation`` and ``running``, and the next state's noise-free ``observations`` (detached groups
+    ``policy`` and ``teacher``, (B, n), for the teachers' next labels)."""
+    x = tuple(X.unbind(0))
+    obs = torch.cat([fused.stack_rows(transition.policy_rows(x, target)), history], -1)
     if noise is not None:
         obs = obs + noise
     actions, hidden_next = student_step(w, obs.to(w.w_in.dtype), hidden)
-    actions = actions.to(state.position.dtype)
-    nxt = sim.step(state, actions, params, validate=False)
-    terminated = torch.stack(list(transition.termination_terms(params, target, nxt).values())).any(0) & alive
+    actions = actions.to(X.dtype)
+    nxt = fused.step_rows(x, tuple(actions.unbind(-1)), fused.dynamics_rows(P))
+    terms = transition.termination_rows(nxt, P, target)
+    terminated = (terms[0] | terms[1] | terms[2] | terms[3] | terms[4]) & alive
 
-    reward, limits = params.mdp.reward, params.mdp.termination
-    tilt = 1 - sim.quaternion_to_rotation_matrix(nxt.orientation)[:, 2, 2]
-    cost = ((reward.position + position_weight) * _norm(nxt.position - target)
-            + reward.d_action * _norm(actions - history[:, 0]) + c.tilt * tilt)
-    for threshold, value in ((limits.position_threshold, nxt.position - target),
-                             (limits.linear_velocity_threshold, nxt.linear_velocity),
-                             (limits.angular_velocity_threshold, nxt.angular_velocity)):
-        excess = torch.relu(value.abs() - c.barrier_start * threshold[:, None])
-        cost = cost + c.barrier * excess.square().sum(-1)
+    reward = lambda name: param_rows(P, "mdp.reward." + name)  # noqa: E731
+    limit = lambda name: param_rows(P, f"mdp.termination.{name}_threshold")  # noqa: E731
+    qx, qy = nxt[4], nxt[5]
+    tilt = 2 * qx * qx + 2 * qy * qy  # 1 - R_zz
+    change = [a - b for a, b in zip(actions.unbind(-1), history[:, :4].unbind(-1))]
+    relative = [nxt[k] - target[k] for k in range(3)]
+    cost = ((reward("position") + position_weight) * transition.norm(relative, 1e-12)  # eps: finite gradient at 0
+            + reward("d_action") * transition.norm(change, 1e-12) + c.tilt * tilt)
+    for threshold, values in ((limit("position"), relative), (limit("linear_velocity"), nxt[7:10]),
+                              (limit("angular_velocity"), nxt[10:13])):
+        for v in values:
+            cost = cost + c.barrier * torch.relu(v.abs() - c.barrier_start * threshold).square()
     out = {"cost": torch.where(alive, cost, 0).sum(), "running": alive.sum(), "terminated": terminated}
     if labels is not None and c.imitation:
         imitation = (actions - labels.to(actions.dtype)).square().mean(-1)
         out["imitation"] = torch.where(alive, imitation, 0).sum()
 
     keep = alive & ~terminated
-    rows = lambda x: keep.reshape(-1, *([1] * (x.dim() - 1)))  # noqa: E731
-    out["state"] = State(*(None if getattr(nxt, f) is None else
-                           torch.where(rows(getattr(nxt, f)), getattr(nxt, f), getattr(state, f).detach())
-                           for f in STATE_FIELDS))
-    out["history"] = torch.where(rows(history), torch.cat([actions[:, None], history[:, :-1]], 1), history.detach())
-    out["hidden"] = torch.where(rows(hidden), hidden_next, hidden.detach())
+    out["X"] = torch.where(keep, torch.stack(nxt), X.detach())
+    out["history"] = torch.where(keep[:, None], torch.cat([actions, history[:, :-4]], -1), history.detach())
+    out["hidden"] = torch.where(keep[:, None], hidden_next, hidden.detach())
     out["alive"] = keep
-    groups = transition.observation_groups(params, target, out["state"], out["history"], features)
-    out["observations"] = {"policy": groups[0].detach(), "teacher": groups[1].detach()}
+    policy, teacher = transition.observation_rows(out["X"].detach(), P, out["history"].detach().T, features, target)
+    out["observations"] = {"policy": policy.T, "teacher": teacher.T}
     return out

@@ -107,6 +107,9 @@ class APGConfig:
     envs: int = setting(1024, "episodes flown per APG step", resume=FIXED_IN_APG)
     horizon: int = setting(200, "steps differentiated per episode", resume=FIXED_IN_APG)
     learning_rate: float = setting(1e-3, "Adam step size of APG", resume=FIXED_IN_APG)
+    learning_rate_final: float | None = setting(
+        None, "step size at the last APG step, reached by a cosine decay from --apg_learning_rate (default: constant)",
+        resume=FIXED_IN_APG, type=float)
     imitation_weight: float = setting(1.0, "weight of the teacher-imitation term in the APG loss",
                                       resume=FIXED_IN_APG)
     barrier_weight: float = setting(100.0, "weight of the barrier before the termination thresholds",
@@ -129,7 +132,7 @@ class APGConfig:
     def validate(self) -> None:
         _at_least(self, 0, "iterations", "steady_start")
         _at_least(self, 1, "envs", "horizon", "eval_every", "eval_episodes")
-        for name in ("learning_rate", "grad_clip"):
+        for name in ("learning_rate", "grad_clip") + (("learning_rate_final",) if self.learning_rate_final else ()):
             value = getattr(self, name)
             if not (value > 0 and value < float("inf")):
                 raise DistillationError(f"--apg_{name} must be a positive number, got {value}")

@@ -43,7 +43,9 @@ Observation groups (`get_observations()` returns a `TensorDict` with batch size 
 Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 
 `step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
-to their next episode (randomised dynamics: drawn ahead in a pool; the step runs compiled, `eyas.envs.transition`). `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
+to their next episode, whose start (parameters for randomised dynamics, initial state) every row holds drawn ahead;
+the step runs compiled (`eyas.envs.transition`). Observations are (num_envs, n) views of row-packed buffers
+(`eyas.sim.fused`): not contiguous. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
 the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
 `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
 |p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
@@ -53,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 
 import gymnasium as gym
 import torch
@@ -61,105 +62,17 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from eyas import sim
-from eyas.sim import Params, State
+from eyas.sim import Params, State, fused
+from eyas.sim.fused import PARAMS
 
 from . import transition
-from .transition import ResetPool
+from .config import (InitCfg, ObservationNoiseCfg, PointControlEnvCfg, RewardCfg, TerminationCfg,  # noqa: F401
+                     env_dtype)
+from .transition import EpisodeStarts
 
 NUM_ACTIONS = 4
 NUM_DYNAMICS_FEATURES = 48
-
-
-@dataclass
-class InitCfg:
-    """Initial-state distribution (l2f `Initialization`); None keeps each parameter set's own value."""
-
-    guidance: float | None = 0.1
-    max_position: float | None = 0.5
-    max_angle: float | None = math.pi / 2  # > 0 enables random orientations (angle ~ U(0, 1 rad), as l2f)
-    max_linear_velocity: float | None = 1.0
-    max_angular_velocity: float | None = 1.0
-    relative_rpm: bool | None = True
-    min_rpm: float | None = -1.0
-    max_rpm: float | None = 0.0
-
-
-@dataclass
-class TerminationCfg:
-    """Termination thresholds (l2f `Termination`); None keeps each parameter set's own value
-    (position: 1 m for registry models, 20 x the largest rotor distance for randomised dynamics)."""
-
-    enabled: bool | None = True
-    position_threshold: float | None = None
-    linear_velocity_threshold: float | None = 2.0
-    angular_velocity_threshold: float | None = 35.0
-
-
-@dataclass
-class RewardCfg:
-    """Reward weights (l2f `Squared`; RAPTOR's values)."""
-
-    non_negative: bool = False
-    scale: float = 1.0
-    constant: float = 1.5
-    termination_penalty: float = -100.0
-    position: float = 1.0
-    position_clip: float = 0.0
-    orientation: float = 0.1
-    linear_velocity: float = 0.0
-    angular_velocity: float = 0.0
-    linear_acceleration: float = 0.0
-    angular_acceleration: float = 0.0
-    action: float = 0.0
-    d_action: float = 1.0
-
-
-@dataclass
-class ObservationNoiseCfg:
-    """Standard deviations of additive Gaussian noise on the policy observation (l2f `ObservationNoise`)."""
-
-    position: float = 0.0
-    orientation: float = 0.0  # added to each rotation-matrix entry
-    linear_velocity: float = 0.0
-    angular_velocity: float = 0.0
-
-
-@dataclass
-class PointControlEnvCfg:
-    num_envs: int = 4096
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 0
-    max_episode_length: int = 500
-    dynamics: str | Params = "randomized"  # "randomized", a registry model name, or a Params batch
-    domain_randomization: sim.DomainRandomizationRanges = field(default_factory=sim.DomainRandomizationRanges)
-    init: InitCfg = field(default_factory=InitCfg)
-    termination: TerminationCfg = field(default_factory=TerminationCfg)
-    reward: RewardCfg = field(default_factory=RewardCfg)
-    observation_noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
-    action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
-    action_history_length: int = 1
-    validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
-    compile: bool | None = None  # the step compiled by torch.compile (None: EYAS_COMPILE, default on; `transition`)
-
-    def to_dict(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value) and not isinstance(value, Params):
-                value = dataclasses.asdict(value)
-            elif isinstance(value, Params):
-                value = f"Params(batch_size={value.batch_size})"
-            out[f.name] = value
-        return out
-
-
-def _dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
-    return getattr(torch, name)
+RESERVOIR = 16384  # randomised episode starts drawn per batch, at least (a draw costs ~200 eager ops)
 
 
 class PointControlEnv(VecEnv, gym.Env):
@@ -179,7 +92,7 @@ class PointControlEnv(VecEnv, gym.Env):
         self.num_actions = NUM_ACTIONS
         self.max_episode_length = cfg.max_episode_length
         self.device = torch.empty(0, device=cfg.device).device  # canonical, e.g. cuda -> cuda:0
-        self.dtype = _dtype(cfg.dtype)
+        self.dtype = env_dtype(cfg.dtype)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.num_obs = 18 + 4 * cfg.action_history_length
         self.num_teacher_obs = self.num_obs + 4 + NUM_DYNAMICS_FEATURES
@@ -207,24 +120,81 @@ class PointControlEnv(VecEnv, gym.Env):
 
         self._nominal = sim.model_params("crazyflie", torch.float64, self.device)  # l2f's nominal model for DR
         n, kwargs = self.num_envs, {"device": self.device, "dtype": self.dtype}
-        self.params: Params = self._new_params(n) if self._fixed_params is None else self._fixed_params.clone()
-        self._apply_mdp_cfg(self.params)
-        self.state: State = sim.sample_initial_state(self.params, self.generator)
-        self.action_history = torch.zeros(n, cfg.action_history_length, NUM_ACTIONS, **kwargs)
-        self.last_action = torch.zeros(n, NUM_ACTIONS, **kwargs)  # l2f StateLastAction (d_action reward)
+        self._noisy_observations = any(dataclasses.asdict(cfg.observation_noise).values())
+        self._batch = torch.Size([n])
+        if self._fixed_params is not None:
+            self._apply_mdp_cfg(self._fixed_params)
+        # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.sim.fused`): what the
+        # compiled step reads and writes. `state`, `params`, `action_history`, ... are (B, ...) views of them.
+        self._P = PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._new_params(n), self.dtype)
+        self._X = torch.zeros(fused.STATE.size, n, **kwargs)
+        self._params_view: Params | None = None
+        self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
+        self._A = torch.zeros(NUM_ACTIONS, n, **kwargs)  # l2f StateLastAction (d_action reward)
+        self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
-        self._dynamics_features = torch.zeros(n, NUM_DYNAMICS_FEATURES, **kwargs)
-        self._reset_idx(torch.arange(n, device=self.device), resample_state=False)
         self._transition = transition.step_function(transition.compile_enabled(cfg.compile))
-        self._pool: ResetPool | None = None  # randomised dynamics: episode starts drawn ahead (`_fill_pool`)
-        self._pool_used, self._pool_first = 0, torch.zeros((), dtype=torch.long, device=self.device)
+        self._start_all()
+
+    # --- state and parameters: (B, ...) views of the packed rows ----------------------------------------
+    @property
+    def state(self) -> State:
+        """Every row's multirotor state (writing into it changes the env)."""
+        return fused.unpack_state(self._X)
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._X = fused.pack_state(value, self.dtype).to(self.device)
+
+    @property
+    def params(self) -> Params:
+        """Every row's dynamics and MDP parameters (booleans as copies, made again after the env changes
+        parameters)."""
+        if self._params_view is None:
+            self._params_view = PARAMS.unpack(self._P)
+        return self._params_view
+
+    @property
+    def action_history(self) -> torch.Tensor:
+        """(num_envs, H, 4) previous actions, most recent first."""
+        return self._H.T.reshape(self.num_envs, self.cfg.action_history_length, NUM_ACTIONS)
+
+    @property
+    def last_action(self) -> torch.Tensor:
+        """(num_envs, 4) the previous action (zero at an episode start: l2f's d_action reward)."""
+        return self._A.T
+
+    @property
+    def dynamics_features(self) -> torch.Tensor:
+        """(num_envs, 48) the teacher's dynamics features of every row's episode (layout: module docstring)."""
+        return self._F.T
+
+    @property
+    def packed_state(self) -> torch.Tensor:
+        """(23, num_envs) the state rows (`eyas.sim.fused.STATE`), what `state` views."""
+        return self._X
+
+    @property
+    def packed_params(self) -> torch.Tensor:
+        """(145, num_envs) the parameter rows (`eyas.sim.fused.PARAMS`), what `params` views."""
+        return self._P
+
+    @property
+    def packed_features(self) -> torch.Tensor:
+        """(48, num_envs) the dynamics-feature rows, what `dynamics_features` views."""
+        return self._F
+
+    def _param_row(self, name: str) -> torch.Tensor:
+        return fused.param_rows(self._P, name)
 
     # --- parameters -----------------------------------------------------------------------------------
     def _new_params(self, count: int) -> Params:
-        return sim.sample_domain_randomized_params(count, self.generator, self.cfg.domain_randomization,
-                                                   nominal=self._nominal, dtype=self.dtype, device=self.device,
-                                                   validate=False)
+        params = sim.sample_domain_randomized_params(count, self.generator, self.cfg.domain_randomization,
+                                                     nominal=self._nominal, dtype=self.dtype, device=self.device,
+                                                     validate=False)
+        self._apply_mdp_cfg(params)
+        return params
 
     def _apply_mdp_cfg(self, params: Params) -> None:
         """Write the configured MDP values (init, termination, reward, noise) into `params` in place."""
@@ -245,96 +215,116 @@ class PointControlEnv(VecEnv, gym.Env):
             put(mdp.observation_noise, name, value)
         put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
 
-    # --- reset ----------------------------------------------------------------------------------------
-    def _reset_idx(self, env_ids: torch.Tensor, resample_state: bool = True) -> None:
-        if env_ids.numel() == 0:
-            return
-        if self._fixed_params is None and resample_state:
-            params = self._new_params(env_ids.numel())
-            self._apply_mdp_cfg(params)
-            self.params.assign_(env_ids, params)
-        else:
-            params = self.params[env_ids]
-        if resample_state:
-            self.state.assign_(env_ids, sim.sample_initial_state(params, self.generator))
-        state = self.state[env_ids]
-        normalized_rpm = transition.normalized_rotor_speeds(params, state)
-        self.action_history[env_ids] = normalized_rpm[:, None, :].expand(-1, self.cfg.action_history_length, -1)
-        self.last_action[env_ids] = 0
-        self.episode_length_buf[env_ids] = 0
-        self.episode_return[env_ids] = 0
-        self._dynamics_features[env_ids] = dynamics_features(params, state)
+    # --- episode starts -------------------------------------------------------------------------------
+    def _draw_starts(self, params: Params) -> EpisodeStarts:
+        """Starts for episodes with these parameters: initial states drawn from the env's generator; the
+        parameters themselves are kept for randomised dynamics only (fixed ones stay in their rows)."""
+        state = sim.sample_initial_state(params, self.generator)
+        return EpisodeStarts.of(fused.pack_state(state, self.dtype),
+                                PARAMS.pack(params, self.dtype) if self._fixed_params is None else None,
+                                dynamics_features(params, state).T.to(self.dtype),
+                                _normalized_rpm(params, state).T.to(self.dtype))
+
+    def _begin(self, rows: torch.Tensor | slice, starts: EpisodeStarts) -> None:
+        """Start new episodes in ``rows`` from ``starts`` (one column each)."""
+        self._X[:, rows] = starts.X
+        if starts.P is not None:
+            self._P[:, rows] = starts.P
+            self._params_view = None
+        self._F[:, rows] = starts.features
+        self._H[:, rows] = starts.rotor_speeds.repeat(self.cfg.action_history_length, 1)
+        self._A[:, rows] = 0
+        self.episode_length_buf[rows] = 0
+        self.episode_return[rows] = 0
+
+    def _take_starts(self, count: int) -> EpisodeStarts:
+        """The next ``count`` starts: new draws on every row's own parameters (fixed dynamics; ``count`` =
+        num_envs), or the next unused ones of a reservoir of randomised starts drawn in batches."""
+        if self._fixed_params is not None:
+            return self._draw_starts(PARAMS.unpack(self._P))
+        if self._reservoir is None or self._reservoir_used + count > len(self._reservoir):
+            fresh = self._draw_starts(self._new_params(max(4 * self.num_envs, RESERVOIR)))
+            self._reservoir = fresh if self._reservoir is None else self._reservoir.columns(
+                slice(self._reservoir_used, None)).cat(fresh)
+            self._reservoir_used = 0
+        taken = self._reservoir.columns(slice(self._reservoir_used, self._reservoir_used + count))
+        self._reservoir_used += count
+        return taken
+
+    def _start_all(self) -> None:
+        """New episodes in every row, and the start of every row's episode after that, drawn ahead."""
+        self._reservoir, self._reservoir_used = None, 0
+        self._begin(slice(None), self._take_starts(self.num_envs))
+        self._next = self._take_starts(self.num_envs)
+        self._next.data = self._next.data.contiguous()
+
+    def _renew_next(self, rows: torch.Tensor) -> None:
+        """``rows`` just began the episode their next start held: draw ahead their next one."""
+        fresh = (self._draw_starts(PARAMS.unpack(self._P[:, rows])) if self._fixed_params is not None
+                 else self._take_starts(len(rows)))
+        self._next.data.index_copy_(1, rows, fresh.data)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:
-        """Start new episodes in all environments (optionally reseeding the generator)."""
+        """Start new episodes in all environments (optionally reseeding the generator first)."""
         if seed is not None:
             self.generator.manual_seed(seed)
-        self._pool, self._pool_used = None, 0  # later episodes come from draws after this reset
-        self._reset_idx(torch.arange(self.num_envs, device=self.device))
+        self._start_all()
         return self.get_observations(), {}
 
     # --- observations ---------------------------------------------------------------------------------
-    @property
-    def dynamics_features(self) -> torch.Tensor:
-        """(num_envs, 48) the teacher's dynamics features of every row's episode (layout: module docstring)."""
-        return self._dynamics_features
-
     def observation_noise(self) -> torch.Tensor | None:
         """One draw of the policy observation's noise (num_envs, num_obs) from the env's generator, None when off."""
-        if not any(dataclasses.asdict(self.cfg.observation_noise).values()):
+        if not self._noisy_observations:
             return None
-        std = self.params.mdp.observation_noise
-        scale = torch.cat([std.position[:, None].expand(-1, 3), std.orientation[:, None].expand(-1, 9),
-                           std.linear_velocity[:, None].expand(-1, 3), std.angular_velocity[:, None].expand(-1, 3)], -1)
+        std = [self._param_row(f"mdp.observation_noise.{name}")[:, None].expand(-1, n)
+               for name, n in (("position", 3), ("orientation", 9), ("linear_velocity", 3), ("angular_velocity", 3))]
+        scale = torch.cat(std, -1)
         noise = scale * torch.randn(scale.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         return torch.nn.functional.pad(noise, (0, self.num_obs - 18))
 
     def get_observations(self) -> TensorDict:
-        return self.observe(self.state, self.action_history)
-
-    def observe(self, state: State, action_history: torch.Tensor) -> TensorDict:
-        """The observation groups of ``state`` with ``action_history`` (num_envs, H, 4) under this env's dynamics
-        parameters; differentiable in both (`eyas.distill.apg` flies the env's rows without `step`)."""
-        return self._observations(*transition.observation_groups(self.params, self.target, state, action_history,
-                                                                 self._dynamics_features))
+        return self._observations(*transition.observation_rows(self._X, self._P, self._H, self._F, self.target))
 
     def _observations(self, noise_free: torch.Tensor, teacher: torch.Tensor) -> TensorDict:
+        """The observation groups from their rows (num_obs, B) and (num_teacher_obs, B): (B, ...) views."""
         noise = self.observation_noise()
-        policy = noise_free if noise is None else noise_free + noise
-        return TensorDict({"policy": policy, "teacher": teacher}, batch_size=[self.num_envs], device=self.device)
+        policy = noise_free.T if noise is None else noise_free.T + noise
+        return TensorDict._new_unsafe({"policy": policy, "teacher": teacher.T}, batch_size=self._batch,
+                                      device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
         """Apply `actions` (num_envs, 4) in [-1, 1] (finite values outside are clamped, as in l2f): the compiled (or
-        eager) `transition`, then what needs random draws or host values (noise, the reset pool, fixed-dynamics
-        resets)."""
+        eager) `transition`, then what needs random draws or host values (noise, the next episode starts)."""
         actions = self._checked(actions)
-        applied = actions
+        noise = None
         if self.cfg.action_noise > 0:
-            applied = actions + self.params.mdp.action_noise.normalized_rpm[:, None] * torch.randn(
+            noise = self._param_row("mdp.action_noise.normalized_rpm")[:, None] * torch.randn(
                 actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
-        if self._fixed_params is None:
-            self._fill_pool()
-        out = self._transition(self.state, actions, applied, self.params, self.target, self.last_action,
-                               self.action_history, self.episode_length_buf, self.episode_return,
-                               self._dynamics_features, self.max_episode_length, self._pool, self._pool_first)
-        count = int(out["count"])  # one host sync: the pool's bookkeeping and rsl_rl's episode log
+        nxt = self._next
+        out = self._transition(self._X, self._P, actions, noise, self._A, self._H, self.episode_length_buf,
+                               self.episode_return, self._F, self.target, self.max_episode_length,
+                               nxt.X, nxt.features, nxt.rotor_speeds)
+        count, nan, inf = out["checks"].tolist()  # one host sync: the action checks and the bookkeeping below
+        if self.cfg.validate_actions and (nan or inf):  # nothing has changed yet
+            raise ValueError("actions contain NaN" if nan else
+                             "actions contain inf; actions must be finite (finite values outside [-1, 1] are clamped)")
         extras = {"time_outs": out["time_outs"], "terminated": out["terminated"],
-                  "position_error": out["position_error"], "termination_terms": out["terms"]}
-        if count:
-            extras["log"] = out["log"]
-        self.state, self.params, self._dynamics_features = out["state"], out["params"], out["features"]
-        self.action_history, self.last_action = out["action_history"], out["last_action"]
+                  "position_error": out["position_error"],
+                  "termination_terms": dict(zip(transition.TERMS, out["terms"].unbind(0)))}
+        self._X, self._H, self._A, self._F = out["X"], out["history"], out["last_action"], out["features"]
         self.episode_length_buf, self.episode_return = out["length"], out["episode_return"]
-        if self._pool is not None:
-            self._pool_used += count
-            self._pool_first.fill_(self._pool_used)
-        elif count:  # fixed dynamics: new initial states for the finished rows, then their observations
-            self._reset_idx(out["dones"].nonzero()[:, 0])
-            return self.get_observations(), out["rewards"], out["dones"].long(), extras
+        if count:  # the finished rows began their next episode in the step: its parameters, and the one after
+            extras["log"] = dict(zip(transition.LOG_KEYS, out["log"].unbind(0)))
+            rows = out["dones"].nonzero()[:, 0]
+            if nxt.has_params:
+                self._P.index_copy_(1, rows, nxt.P.index_select(1, rows))
+                self._params_view = None
+            self._renew_next(rows)
         return self._observations(out["policy"], out["teacher"]), out["rewards"], out["dones"].long(), extras
 
     def _checked(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions`` on the env's device, after the checks that need no host read (NaN and inf: in the step)."""
         if not isinstance(actions, torch.Tensor):
             raise ValueError(f"actions must be a torch.Tensor of shape ({self.num_envs}, 4), got {type(actions).__name__}")
         if tuple(actions.shape) != (self.num_envs, NUM_ACTIONS):
@@ -342,69 +332,78 @@ class PointControlEnv(VecEnv, gym.Env):
                              f"got {tuple(actions.shape)}")
         if not actions.is_floating_point():
             raise ValueError(f"actions must be a floating-point tensor, got {actions.dtype}")
-        actions = actions.detach().to(self.device)
-        if self.cfg.validate_actions:
-            flags = torch.stack([torch.isnan(actions).any(), torch.isinf(actions).any()]).tolist()
-            if flags[0]:
-                raise ValueError("actions contain NaN")
-            if flags[1]:
-                raise ValueError("actions contain inf; actions must be finite (finite values outside [-1, 1] are clamped)")
-        return actions.to(self.dtype)
+        return actions.detach().to(self.device)
 
     def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
         """(N,) bool per termination condition of state `s` under this env's parameters (`transition`)."""
-        return transition.termination_terms(self.params, self.target, s)
-
-    # --- auto-reset pool (randomised dynamics) ----------------------------------------------------------
-    def _fill_pool(self) -> None:
-        """Keep at least num_envs unused episode starts (every row may finish in one step): the unused ones
-        first, then new draws, 2 num_envs in all (one batched draw every ~num_envs finished episodes)."""
-        size = 2 * self.num_envs
-        if self._pool is not None and size - self._pool_used >= self.num_envs:
-            return
-        fresh = self._draw_starts(size if self._pool is None else self._pool_used)
-        self._pool = fresh if self._pool is None else ResetPool.cat([self._pool[self._pool_used:], fresh])
-        self._pool_used = 0
-        self._pool_first.zero_()
-
-    def _draw_starts(self, count: int) -> ResetPool:
-        params = self._new_params(count)
-        self._apply_mdp_cfg(params)
-        state = sim.sample_initial_state(params, self.generator)
-        return ResetPool(params, state, dynamics_features(params, state),
-                         transition.normalized_rotor_speeds(params, state))
+        rows = transition.termination_rows(tuple(fused.pack_state(s, self.dtype).unbind(0)), self._P, self.target)
+        return dict(zip(transition.TERMS, rows))
 
     # --- resume (`eyas teacher train --resume`) -------------------------------------------------------
     def state_dict(self) -> dict:
-        """What `step`/`reset` read that changes in flight: random stream, dynamics, states, episode buffers."""
-        pool = None if self._pool is None else [t.clone() for t in self._pool[self._pool_used:].leaves()]
-        return {"generator": self.generator.get_state(), "params": [t.clone() for t in self.params.leaves()],
-                "state": [t.clone() for t in self.state.leaves()], "pool": pool} | {
-                    k: getattr(self, k).clone() for k in _BUFFERS}
+        """What `step`/`reset` read that changes in flight: random stream, dynamics, states, episode buffers and the
+        episode starts drawn ahead."""
+        reservoir = None if self._reservoir is None else self._reservoir.columns(slice(self._reservoir_used, None))
+        return {"generator": self.generator.get_state(), "packed_params": self._P.clone(),
+                "packed_state": self._X.clone(), "next_starts": _starts_list(self._next),
+                "reservoir": _starts_list(reservoir)} | {k: getattr(self, k).clone() for k in (*_BUFFERS, *_PACKED)}
 
     def load_state_dict(self, saved: dict) -> None:
-        """Continue from `state_dict()` of an env built with the same config."""
-        for tree in ("params", "state"):
-            leaves = getattr(self, tree).leaves()
-            if [t.shape for t in leaves] != [t.shape for t in saved[tree]]:
-                raise ValueError(f"saved env {tree} do not fit this env (other num_envs or config)")
-            for leaf, value in zip(leaves, saved[tree]):
-                leaf.copy_(value)
+        """Continue from `state_dict()` of an env built with the same config. A state saved before the packed
+        layout continues with new draws for the episodes after the current ones."""
+        if "packed_params" not in saved:
+            saved = _packed_state_dict(saved)
+        for name, value in (("_P", saved["packed_params"]), ("_X", saved["packed_state"])):
+            if getattr(self, name).shape != value.shape:
+                raise ValueError("saved env state does not fit this env (other num_envs or config)")
+            setattr(self, name, value.to(self.device, self.dtype).clone())
+        self._params_view = None
         for k in _BUFFERS:
             getattr(self, k).copy_(saved[k])
-        self._pool, self._pool_used = None, 0
-        if saved.get("pool") is not None:  # its shape from a draw, its values from the saved pool
-            self._pool = self._draw_starts(saved["pool"][0].shape[0])
-            for leaf, value in zip(self._pool.leaves(), saved["pool"]):
-                leaf.copy_(value)
-        self._pool_first.fill_(0)
+        for k, packed in _PACKED.items():
+            getattr(self, packed).copy_(saved[k].reshape(self.num_envs, -1).T)
         self.generator.set_state(saved["generator"])
+        self._reservoir, self._reservoir_used = _starts(saved.get("reservoir"), self.device), 0
+        self._next = _starts(saved.get("next_starts"), self.device) or self._take_starts(self.num_envs)
 
     def close(self) -> None:
         pass
 
 
-_BUFFERS = ("action_history", "last_action", "episode_length_buf", "episode_return", "_dynamics_features")
+_BUFFERS = ("episode_length_buf", "episode_return")  # saved as they are; the packed buffers below as rows
+_PACKED = {"action_history": "_H", "last_action": "_A", "dynamics_features": "_F"}  # saved batch-first
+
+
+def _starts_list(starts: EpisodeStarts | None) -> list | None:
+    return None if starts is None else [starts.data.clone(), starts.has_params]
+
+
+def _starts(saved: list | None, device) -> EpisodeStarts | None:
+    return None if saved is None else EpisodeStarts(saved[0].to(device).clone(), bool(saved[1]))
+
+
+def _packed_state_dict(saved: dict) -> dict:
+    """A `state_dict` written before the packed layout (the leaves of `Params` and `State`) in today's form."""
+    def tree(example, leaves):
+        it = iter(leaves)
+        return example.map(lambda _: next(it))
+
+    n = len(PARAMS.leaves)
+    out = dict(saved, packed_params=PARAMS.pack(tree(PARAMS.example, saved["params"])),
+               packed_state=fused.pack_state(tree(fused.STATE.example, saved["state"])),
+               dynamics_features=saved["_dynamics_features"], reservoir=None, next_starts=None)
+    if saved.get("pool") is not None:
+        leaves = saved["pool"]
+        out["reservoir"] = _starts_list(EpisodeStarts.of(
+            fused.pack_state(tree(fused.STATE.example, leaves[n:n + 7])), PARAMS.pack(tree(PARAMS.example, leaves[:n])),
+            *(t.T for t in leaves[n + 7:])))
+    return out
+
+
+def _normalized_rpm(params: Params, state: State) -> torch.Tensor:
+    """(B, 4) rotor speeds mapped to [-1, 1] over the action limits (l2f's action scale)."""
+    limit = params.dynamics.action_limit
+    return (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
 
 
 def dynamics_features(params: Params, state: State) -> torch.Tensor:

@@ -1,10 +1,15 @@
 """The fixed-shape part of `PointControlEnv.step`, written once and run compiled (torch.compile, inductor) or eager.
 
-`transition` maps the env's tensors to the next ones: RK4 physics (`eyas.sim.step`), termination, reward, episode
-counters, the auto-reset of finished rows from a `ResetPool`, and both observation groups. It draws no random
-numbers and reads no values on the host (no syncs, no data-dependent shapes), so inductor fuses its ~300 small
-ops into a few loops. The random draws stay eager and in one place, the env: action noise before it, observation
-noise after it, and the pool's refills.
+`transition` maps the env's tensors to the next ones: RK4 physics, termination, reward, episode counters, the
+auto-reset of finished rows (each row holds the start of its next episode, drawn ahead: `EpisodeStarts`), and both
+observation groups. It draws no random numbers and reads no values on the host (no syncs, no data-dependent
+shapes). The random draws stay eager and in one place, the env: action noise before it, observation noise after
+it, and the next episode starts.
+
+It computes on (B,) rows: the env keeps everything packed, one contiguous row per quantity (`eyas.sim.fused`):
+state (23, B), parameters (145, B), action history, last action, dynamics features, and the observations come out
+as rows too. Inductor then fuses the step into a few loops over the batch, 16 rows per AVX-512 instruction; only
+the (B, 4) actions are read across rows.
 
 Compilation (`PointControlEnvCfg.compile`; None reads the environment variable ``EYAS_COMPILE``, default on, ``0``
 for eager): one graph with symbolic batch sizes serves every ``num_envs``. Inductor keeps its kernels in
@@ -21,137 +26,188 @@ from pathlib import Path
 
 import torch
 
-from eyas import sim
-from eyas.sim import Params, State
-from eyas.sim.tensor_tree import TensorTree
+from eyas.sim import State, fused
+from eyas.sim.fused import Rows, param_rows
+
+TERMS = ("position", "linear_velocity_xy", "linear_velocity_z", "angular_velocity", "non_finite")
 
 
-@dataclass
-class ResetPool(TensorTree):
-    """Episode starts drawn ahead for randomised dynamics: parameters, initial state, the teacher's dynamics
-    features and the rotor speeds that fill the action history. Finished rows take the next unused entries in
-    row order (the env refills the pool before fewer than ``num_envs`` remain)."""
+class EpisodeStarts:
+    """Starts of N episodes in one packed (K, N) tensor ``data``, one column each, rows in blocks: initial states
+    ``X`` (23), parameters ``P`` (145; absent where the env's rows keep fixed parameters), the teacher's dynamics
+    ``features`` (48) and the ``rotor_speeds`` (4, in [-1, 1]) that fill the action history. One tensor, so that
+    moving starts between the env's rows and its reservoir is one indexing operation."""
 
-    params: Params
-    state: State
-    features: torch.Tensor       # (P, 48)
-    rotor_speeds: torch.Tensor   # (P, 4) in [-1, 1]
+    def __init__(self, data: torch.Tensor, has_params: bool):
+        self.data, self.has_params = data, has_params
+
+    @classmethod
+    def of(cls, X: torch.Tensor, P: torch.Tensor | None, features: torch.Tensor, rotor_speeds: torch.Tensor):
+        parts = [X] + ([] if P is None else [P]) + [features, rotor_speeds]
+        return cls(torch.cat(parts), P is not None)
+
+    @property
+    def X(self) -> torch.Tensor:
+        return self.data[:fused.STATE.size]
+
+    @property
+    def P(self) -> torch.Tensor | None:
+        return self.data[fused.STATE.size:fused.STATE.size + fused.PARAMS.size] if self.has_params else None
+
+    @property
+    def features(self) -> torch.Tensor:
+        return self.data[-52:-4]
+
+    @property
+    def rotor_speeds(self) -> torch.Tensor:
+        return self.data[-4:]
+
+    def __len__(self) -> int:
+        return self.data.shape[1]
+
+    def columns(self, index) -> "EpisodeStarts":
+        return EpisodeStarts(self.data[:, index], self.has_params)
+
+    def cat(self, other: "EpisodeStarts") -> "EpisodeStarts":
+        return EpisodeStarts(torch.cat([self.data, other.data], 1), self.has_params)
 
 
-def normalized_rotor_speeds(params: Params, state: State) -> torch.Tensor:
-    """(B, 4) rotor speeds mapped to [-1, 1] over the action limits (l2f's action scale)."""
-    limit = params.dynamics.action_limit
-    return (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
+# ------------------------------------------------------------------------------------------- rows of the step
+def normalized_rotor_speeds(x: Rows, P: torch.Tensor) -> Rows:
+    """The 4 rotor-speed rows mapped to [-1, 1] over the action limits (l2f's action scale)."""
+    low, high = param_rows(P, "dynamics.action_limit.min"), param_rows(P, "dynamics.action_limit.max")
+    return tuple((r - low) / (high - low) * 2 - 1 for r in x[13:17])
+
+
+def policy_rows(x: Rows, target: torch.Tensor) -> Rows:
+    """The 18 state rows of RAPTOR's policy observation: position - target, rotation matrix (row-major), linear
+    velocity, body angular velocity (l2f `observe`)."""
+    rotation = fused.rotation_matrix(x[3:7])
+    return (tuple(x[k] - target[k] for k in range(3)) + rotation[0] + rotation[1] + rotation[2]
+            + tuple(x[7:13]))
+
+
+def termination_rows(x: Rows, P: torch.Tensor, target: torch.Tensor) -> Rows:
+    """(B,) bool rows, one per termination condition of the state rows ``x``, in `TERMS` order (l2f's, the
+    velocity one split by axis)."""
+    term = "mdp.termination."
+    enabled = param_rows(P, term + "enabled") != 0
+    position, speed = param_rows(P, term + "position_threshold"), param_rows(P, term + "linear_velocity_threshold")
+    spin = param_rows(P, term + "angular_velocity_threshold")
+    far = [(x[k] - target[k]).abs() > position for k in range(3)]
+    fast = [x[7 + k].abs() > speed for k in range(3)]
+    spinning = [x[10 + k].abs() > spin for k in range(3)]
+    finite = torch.isfinite(x[0])
+    for k in range(1, 13):
+        finite = finite & torch.isfinite(x[k])
+    return (enabled & (far[0] | far[1] | far[2]), enabled & (fast[0] | fast[1]), enabled & fast[2],
+            enabled & (spinning[0] | spinning[1] | spinning[2]), ~finite)
+
+
+def norm(rows: Rows, eps: float = 0.0) -> torch.Tensor:
+    """Euclidean norm of a vector given as rows (``eps`` > 0 under the root: a finite gradient at 0)."""
+    total = rows[0] * rows[0]
+    for r in rows[1:]:
+        total = total + r * r
+    return (total + eps).sqrt() if eps else total.sqrt()
+
+
+def reward_rows(x: Rows, x_next: Rows, actions: Rows, last_action: Rows, P: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
+    """l2f `Squared` reward (without the termination branch) of the transition x -a-> x_next."""
+    w = lambda name: param_rows(P, "mdp.reward." + name)  # noqa: E731
+    dt = param_rows(P, "integration.dt")
+    position_cost = norm([x[k] - target[k] for k in range(3)])
+    clip = w("position_clip")
+    position_cost = torch.where(clip > 0, torch.minimum(position_cost, clip), position_cost)
+    orientation_cost = 2 * torch.acos((1 - x[6].abs()).clamp(-1, 1))
+    hover = param_rows(P, "dynamics.hovering_throttle_relative")
+    action_cost = ((actions[0] + 1) / 2 - hover).square()
+    for a in actions[1:]:
+        action_cost = action_cost + ((a + 1) / 2 - hover).square()
+    weighted = (w("position") * position_cost + w("orientation") * orientation_cost
+                + w("linear_velocity") * norm(x[7:10]) + w("angular_velocity") * norm(x[10:13])
+                + w("linear_acceleration") * norm([x_next[k] - x[k] for k in range(7, 10)]) / dt
+                + w("angular_acceleration") * norm([x_next[k] - x[k] for k in range(10, 13)]) / dt
+                + w("action") * action_cost + w("d_action") * norm([a - b for a, b in zip(actions, last_action)]))
+    out = -w("scale") * weighted + w("constant")
+    return torch.where(w("non_negative") != 0, out.clamp(min=0), out)
+
+
+def observation_rows(X: torch.Tensor, P: torch.Tensor, history: torch.Tensor, features: torch.Tensor,
+                     target: torch.Tensor, rotor_speeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noise-free policy observation (18 + 4 H, B), teacher observation (18 + 4 H + 52, B)) as rows, of the packed
+    state ``X`` with the action ``history`` (4 H, B) and dynamics ``features`` (48, B) (layouts:
+    `eyas.envs.point_control`); ``rotor_speeds`` (4, B) when already known."""
+    x = tuple(X.unbind(0))
+    policy = torch.cat([torch.stack(policy_rows(x, target)), history])
+    if rotor_speeds is None:
+        rotor_speeds = torch.stack(normalized_rotor_speeds(x, P))
+    return policy, torch.cat([policy, rotor_speeds, features])
 
 
 def policy_observation(state: State, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 18 + 4 H) noise-free RAPTOR policy observation: position - target, rotation matrix (row-major),
-    linear velocity, body angular velocity, `action_history` (B, H, 4) most recent first (l2f `observe`)."""
-    n = state.position.shape[0]
-    position = state.position if target is None else state.position - target
-    rotation = sim.quaternion_to_rotation_matrix(state.orientation).reshape(n, 9)
-    return torch.cat([position, rotation, state.linear_velocity, state.angular_velocity,
-                      action_history.reshape(n, -1)], dim=-1)
+    """(B, 18 + 4 H) noise-free RAPTOR policy observation of ``state`` with ``action_history`` (B, H, 4), most
+    recent first (l2f `observe`); target: the origin unless given."""
+    target = torch.zeros(3, dtype=state.position.dtype, device=state.position.device) if target is None else target
+    x = tuple(fused.pack_state(state).unbind(0))
+    return torch.cat([fused.stack_rows(policy_rows(x, target)), action_history.reshape(len(x[0]), -1)], -1)
 
 
-def termination_terms(params: Params, target: torch.Tensor, s: State) -> dict[str, torch.Tensor]:
-    """(N,) bool per termination condition of state `s` (l2f's, the velocity one split by axis)."""
-    t = params.mdp.termination
-    fast = s.linear_velocity.abs() > t.linear_velocity_threshold[:, None]
-    terms = {
-        "position": ((s.position - target).abs() > t.position_threshold[:, None]).any(-1),
-        "linear_velocity_xy": fast[:, :2].any(-1),
-        "linear_velocity_z": fast[:, 2],
-        "angular_velocity": (s.angular_velocity.abs() > t.angular_velocity_threshold[:, None]).any(-1),
-    }
-    terms = {name: t.enabled & term for name, term in terms.items()}
-    state = torch.cat([s.position, s.orientation, s.linear_velocity, s.angular_velocity], -1)
-    terms["non_finite"] = ~torch.isfinite(state).all(-1)
-    return terms
-
-
-def reward(params: Params, target: torch.Tensor, s: State, actions: torch.Tensor, last_action: torch.Tensor,
-           s_next: State) -> torch.Tensor:
-    """l2f `Squared` reward (without the termination branch) for the transition s -a-> s_next."""
-    w = params.mdp.reward
-    dt = params.integration.dt
-    position_cost = torch.linalg.vector_norm(s.position - target, dim=-1)
-    position_cost = torch.where(w.position_clip > 0, torch.minimum(position_cost, w.position_clip), position_cost)
-    orientation_cost = 2 * torch.acos((1 - s.orientation[:, 3].abs()).clamp(-1, 1))
-    linear_velocity_cost = torch.linalg.vector_norm(s.linear_velocity, dim=-1)
-    angular_velocity_cost = torch.linalg.vector_norm(s.angular_velocity, dim=-1)
-    linear_acceleration_cost = torch.linalg.vector_norm(s_next.linear_velocity - s.linear_velocity, dim=-1) / dt
-    angular_acceleration_cost = torch.linalg.vector_norm(s_next.angular_velocity - s.angular_velocity, dim=-1) / dt
-    throttle = (actions + 1) / 2
-    action_cost = (throttle - params.dynamics.hovering_throttle_relative[:, None]).square().sum(-1)
-    d_action_cost = torch.linalg.vector_norm(actions - last_action, dim=-1)
-    weighted_cost = (w.position * position_cost + w.orientation * orientation_cost
-                     + w.linear_velocity * linear_velocity_cost + w.angular_velocity * angular_velocity_cost
-                     + w.linear_acceleration * linear_acceleration_cost
-                     + w.angular_acceleration * angular_acceleration_cost
-                     + w.action * action_cost + w.d_action * d_action_cost)
-    out = -w.scale * weighted_cost + w.constant
-    return torch.where(w.non_negative, out.clamp(min=0), out)
-
-
-def observation_groups(params: Params, target: torch.Tensor, state: State, action_history: torch.Tensor,
-                       features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(noise-free policy observation, teacher observation) of `state` (layouts: `eyas.envs.point_control`)."""
-    noise_free = policy_observation(state, action_history, target)
-    return noise_free, torch.cat([noise_free, normalized_rotor_speeds(params, state), features], dim=-1)
-
-
-def _take(done: torch.Tensor, pool_rows: torch.Tensor, current: TensorTree | torch.Tensor, pool: TensorTree | torch.Tensor):
-    """``current`` with the finished rows (``done``) replaced by the pool entries ``pool_rows``."""
-    if isinstance(current, TensorTree):
-        leaves = [_take(done, pool_rows, c, p) for c, p in zip(current.leaves(), pool.leaves())]
-        it = iter(leaves)
-        return current.map(lambda _: next(it))
-    mask = done.reshape(-1, *([1] * (current.dim() - 1)))
-    return torch.where(mask, pool[pool_rows].to(current.dtype), current)
-
-
-def transition(state: State, actions: torch.Tensor, applied: torch.Tensor, params: Params, target: torch.Tensor,
-               last_action: torch.Tensor, action_history: torch.Tensor, length: torch.Tensor,
-               episode_return: torch.Tensor, features: torch.Tensor, max_length: int,
-               pool: ResetPool | None, pool_first: torch.Tensor) -> dict:
-    """One env step for all rows: ``applied`` (actions after noise) drives the physics, ``actions`` enter the reward
-    and the history. With a ``pool``, finished rows restart from it (entry ``pool_first`` on, in row order) and the
-    returned state, parameters, buffers and observations are their new episode's; without one (fixed dynamics)
-    they are the finished episode's last, for the env to reset eagerly."""
-    next_state = sim.step(state, applied, params, validate=False)
-    terms = termination_terms(params, target, next_state)
-    terminated = torch.stack(list(terms.values())).any(0)
-    rewards = torch.where(terminated, params.mdp.reward.termination_penalty,
-                          reward(params, target, state, actions, last_action, next_state))
+def transition(X: torch.Tensor, P: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor | None,
+               last_action: torch.Tensor, history: torch.Tensor, length: torch.Tensor, episode_return: torch.Tensor,
+               features: torch.Tensor, target: torch.Tensor, max_length: int, next_X: torch.Tensor,
+               next_features: torch.Tensor, next_rotor_speeds: torch.Tensor) -> dict:
+    """One env step for all rows. ``actions`` (B, 4) as the policy gave them enter the reward and the history;
+    plus the action ``noise`` (B, 4, or None) they drive the physics. Every other tensor is packed, (K, B): state
+    ``X``, parameters ``P``, ``last_action`` (4, B), ``history`` (4 H, B), ``features`` (48, B); ``length`` and
+    ``episode_return`` are (B,). Rows that finish begin their next episode from ``next_*`` (each row's next start,
+    `EpisodeStarts`): the returned state, buffers and observations are the new episode's (the env copies the new
+    parameters into ``P`` afterwards). ``checks`` = (rows finished, any NaN action, any inf action): one host read
+    for all three."""
+    A = actions.to(X.dtype).T
+    x = tuple(X.unbind(0))
+    applied = A if noise is None else A + noise.to(X.dtype).T
+    x_next = fused.step_rows(x, tuple(applied.unbind(0)), fused.dynamics_rows(P))
+    terms = termination_rows(x_next, P, target)
+    terminated = terms[0] | terms[1] | terms[2] | terms[3] | terms[4]
+    step_reward = reward_rows(x, x_next, tuple(A.unbind(0)), tuple(last_action.unbind(0)), P, target)
+    rewards = torch.where(terminated, param_rows(P, "mdp.reward.termination_penalty"), step_reward)
     length, episode_return = length + 1, episode_return + rewards
     time_outs = (length >= max_length) & ~terminated
     dones = terminated | time_outs
     count = dones.sum()
-    share = lambda x: (x.to(rewards.dtype) * dones).sum() / count.clamp(min=1)  # noqa: E731  (mean over finished)
-    log = {"/episode/return": share(episode_return), "/episode/length": share(length),
-           "/episode/terminated": share(terminated)} | {f"/episode/termination/{k}": share(v) for k, v in terms.items()}
-    out = {"rewards": rewards, "terminated": terminated, "time_outs": time_outs, "dones": dones, "count": count,
-           "terms": terms, "log": log, "position_error": torch.linalg.vector_norm(next_state.position - target, dim=-1),
-           "params": params, "features": features}
-    history = torch.cat([actions[:, None], action_history[:, :-1]], dim=1)
-    if pool is not None:
-        rows = (pool_first + dones.cumsum(0) - 1).clamp(0, pool.batch_size - 1)
-        next_state, out["params"] = _take(dones, rows, next_state, pool.state), _take(dones, rows, params, pool.params)
-        out["features"] = _take(dones, rows, features, pool.features)
-        start = pool.rotor_speeds[rows][:, None, :].expand(-1, history.shape[1], -1)
-        history = torch.where(dones[:, None, None], start.to(history.dtype), history)
-        keep = ~dones
-        actions, length, episode_return = actions * keep[:, None], length * keep, episode_return * keep
-    else:
-        actions = actions.clone()  # the env resets rows of it in place; the caller's tensor stays as it was
-    out |= {"state": next_state, "action_history": history, "last_action": actions, "length": length,
-            "episode_return": episode_return}
-    out["policy"], out["teacher"] = observation_groups(out["params"], target, next_state, history, out["features"])
+    finished = torch.stack([episode_return, length.to(rewards.dtype), terminated.to(rewards.dtype),
+                            *(t.to(rewards.dtype) for t in terms)])
+    out = {"rewards": rewards, "terminated": terminated, "time_outs": time_outs, "dones": dones,
+           "terms": torch.stack(terms), "log": (finished * dones).sum(1) / count.clamp(min=1),  # mean over finished
+           "position_error": norm([x_next[k] - target[k] for k in range(3)]),
+           "checks": torch.stack([count, torch.isnan(actions).any().long(), torch.isinf(actions).any().long()])}
+    keep = ~dones
+    rotor_speeds = torch.where(dones, next_rotor_speeds, torch.stack(normalized_rotor_speeds(x_next, P)))
+    history = torch.where(dones, rotor_speeds.repeat(history.shape[0] // 4, 1), torch.cat([A, history[:-4]]))
+    X_next, features = torch.where(dones, next_X, torch.stack(x_next)), torch.where(dones, next_features, features)
+    out |= {"X": X_next, "history": history, "last_action": A * keep, "length": length * keep,
+            "episode_return": episode_return * keep, "features": features}
+    out["policy"], out["teacher"] = observation_rows(X_next, P, history, features, target, rotor_speeds)
     return out
 
 
+LOG_KEYS = ("/episode/return", "/episode/length", "/episode/terminated") + tuple(f"/episode/termination/{k}"
+                                                                              for k in TERMS)
+
+
 _COMPILED: dict = {}
+# Inductor settings for the fused steps (measured on the 2-core CPU, docs/environment.md):
+# * its C++ backend gives up vectorising a loop with many non-contiguous loads or stores (its tiling heuristic);
+#   the (B, 4) actions are read across rows, so the heuristic would leave the whole fused step scalar (4x slower);
+# * one fused loop instead of groups of at most 64 nodes: intermediates that stay inside a loop need no buffer,
+#   and every buffer is an allocation per call (23 instead of ~100 for the env step);
+# * training graphs (APG's flights) save at most half of what the forward computes for the backward, which
+#   recomputes the rest (pointwise, cheap): fewer tensors allocated and handed over per step (1.2 -> 1.0 s per APG
+#   step of 512 x 500).
+INDUCTOR_OPTIONS = {"cpp.enable_tiling_heuristics": False, "max_fusion_size": 4096}
+ACTIVATION_MEMORY_BUDGET = 0.5
 
 
 def compile_enabled(setting: bool | None) -> bool:
@@ -166,12 +222,19 @@ def step_function(compiled: bool):
     return compiled_function(transition) if compiled else transition
 
 
-def compiled_function(fn):
+def compiled_function(fn, training: bool = False):
     """``fn`` under torch.compile (inductor, symbolic batch sizes), made once per process, with the kernel cache
-    in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``) and a one-warning eager fallback."""
+    in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``) and a one-warning eager fallback.
+    ``training``: its backward runs too (the activation budget above applies)."""
     if fn not in _COMPILED:
         _use_eyas_cache_dir()
-        _COMPILED[fn] = _with_eager_fallback(fn, torch.compile(fn, dynamic=True))
+        compiled = call = torch.compile(fn, dynamic=True, options=INDUCTOR_OPTIONS)
+        if training:
+            def call(*args, **kwargs):
+                with torch._functorch.config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET):
+                    return compiled(*args, **kwargs)
+
+        _COMPILED[fn] = _with_eager_fallback(fn, call)
     return _COMPILED[fn]
 
 

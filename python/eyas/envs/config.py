@@ -1,0 +1,104 @@
+"""The settings of `eyas.envs.PointControlEnv`: RAPTOR's MDP by default (l2f names; see that module's docstring)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from eyas import sim
+from eyas.sim import Params
+
+
+@dataclass
+class InitCfg:
+    """Initial-state distribution (l2f `Initialization`); None keeps each parameter set's own value."""
+
+    guidance: float | None = 0.1
+    max_position: float | None = 0.5
+    max_angle: float | None = math.pi / 2  # > 0 enables random orientations (angle ~ U(0, 1 rad), as l2f)
+    max_linear_velocity: float | None = 1.0
+    max_angular_velocity: float | None = 1.0
+    relative_rpm: bool | None = True
+    min_rpm: float | None = -1.0
+    max_rpm: float | None = 0.0
+
+
+@dataclass
+class TerminationCfg:
+    """Termination thresholds (l2f `Termination`); None keeps each parameter set's own value
+    (position: 1 m for registry models, 20 x the largest rotor distance for randomised dynamics)."""
+
+    enabled: bool | None = True
+    position_threshold: float | None = None
+    linear_velocity_threshold: float | None = 2.0
+    angular_velocity_threshold: float | None = 35.0
+
+
+@dataclass
+class RewardCfg:
+    """Reward weights (l2f `Squared`; RAPTOR's values)."""
+
+    non_negative: bool = False
+    scale: float = 1.0
+    constant: float = 1.5
+    termination_penalty: float = -100.0
+    position: float = 1.0
+    position_clip: float = 0.0
+    orientation: float = 0.1
+    linear_velocity: float = 0.0
+    angular_velocity: float = 0.0
+    linear_acceleration: float = 0.0
+    angular_acceleration: float = 0.0
+    action: float = 0.0
+    d_action: float = 1.0
+
+
+@dataclass
+class ObservationNoiseCfg:
+    """Standard deviations of additive Gaussian noise on the policy observation (l2f `ObservationNoise`)."""
+
+    position: float = 0.0
+    orientation: float = 0.0  # added to each rotation-matrix entry
+    linear_velocity: float = 0.0
+    angular_velocity: float = 0.0
+
+
+@dataclass
+class PointControlEnvCfg:
+    num_envs: int = 4096
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    max_episode_length: int = 500
+    dynamics: str | Params = "randomized"  # "randomized", a registry model name, or a Params batch
+    domain_randomization: sim.DomainRandomizationRanges = field(default_factory=sim.DomainRandomizationRanges)
+    init: InitCfg = field(default_factory=InitCfg)
+    termination: TerminationCfg = field(default_factory=TerminationCfg)
+    reward: RewardCfg = field(default_factory=RewardCfg)
+    observation_noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
+    action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
+    action_history_length: int = 1
+    validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
+    compile: bool | None = None  # the step compiled by torch.compile (None: EYAS_COMPILE, default on; `transition`)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, Params):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, Params):
+                value = f"Params(batch_size={value.batch_size})"
+            out[f.name] = value
+        return out
+
+
+def env_dtype(name: str | torch.dtype) -> torch.dtype:
+    """The torch dtype a config names (float32 or float64)."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
+    return getattr(torch, name)
