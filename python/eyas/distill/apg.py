@@ -58,6 +58,7 @@ class Step(NamedTuple):
     alive: torch.Tensor  # (n,) bool: the row's episode runs at this step
     terminated: torch.Tensor  # (n,) bool: the row's episode ends by a termination at this step
     sums: dict  # the step's cost sums over running rows (`apg_flight.flight_step`): cost, running, imitation
+    last: bool  # the flights' last step (horizon reached, or every row ended)
 
 
 class AnalyticPolicyGradient:
@@ -104,9 +105,10 @@ class AnalyticPolicyGradient:
                                              for i in range(len(rows))]))
         return env_with_dynamics(self.env_cfg, params, draw_seed(self.generator), self.device)
 
-    def fly(self) -> Iterator[Step]:
+    def fly(self, detach_every: int | None = None) -> Iterator[Step]:
         """Fly one batch of new episodes for ``horizon`` steps with gradients (the student acts, the teachers label;
-        no auto-reset: a row that meets a termination condition keeps its last state, cut from the graph)."""
+        no auto-reset: a row that meets a termination condition keeps its last state, cut from the graph). Every
+        ``detach_every`` steps the flights' state is cut from the graph (truncated backpropagation)."""
         c = self.cfg
         block = self._block()
         env = self._episode_env(block)
@@ -133,25 +135,45 @@ class AnalyticPolicyGradient:
             out = (self._flight_step if t > 0 else flight_step)(
                 weights, X, history, hidden, alive, labels, noise, P, env.target, features,
                 steady[t >= c.steady_start], costs)
-            yield Step(fused.unpack_state(X), labels, alive, out["terminated"], out)
+            last = t + 1 == c.horizon or not bool(out["alive"].any())
+            yield Step(fused.unpack_state(X), labels, alive, out["terminated"], out, last)
+            if last:
+                break
             X, history, hidden, alive, observations = (out[k] for k in ("X", "history", "hidden", "alive",
                                                                         "observations"))
-            if not bool(alive.any()):
-                break
+            if detach_every and (t + 1) % detach_every == 0:
+                X, history, hidden = X.detach(), history.detach(), hidden.detach()
+
+    def losses(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        """The APG loss of one batch of flights (`fly`), one per window of `window()` steps (one for the whole
+        horizon by default), and its parts (detached). The flights carry on across windows with their state cut
+        from the graph: each window's loss is differentiated through its own steps only."""
+        sums, ended, window = {"cost": 0.0, "imitation": 0.0, "running": 0.0}, None, self.window()
+        for t, step in enumerate(self.fly(detach_every=window)):
+            for key in sums:
+                sums[key] = sums[key] + step.sums.get(key, 0.0)
+            ended = step.terminated if ended is None else ended | step.terminated
+            if (t + 1) % window == 0 or step.last:
+                yield self._window_loss(sums, ended)
+                sums = {"cost": 0.0, "imitation": 0.0, "running": 0.0}
+
+    def window(self) -> int:
+        """This step's window: ``window`` for the first ``window_steps`` steps (all by default), then the horizon."""
+        c = self.cfg
+        windowed = c.window is not None and (c.window_steps is None or self.iteration < c.window_steps)
+        return c.window if windowed else c.horizon
 
     def loss(self) -> tuple[torch.Tensor, dict]:
-        """The APG loss of one batch of flights (`fly`) and its parts (detached)."""
-        c = self.cfg
-        cost_sum = imitation_sum = running_steps = 0.0
-        ended = None
-        for step in self.fly():
-            cost_sum = cost_sum + step.sums["cost"]
-            imitation_sum = imitation_sum + step.sums.get("imitation", 0.0)
-            running_steps = running_steps + step.sums["running"]
-            ended = step.terminated if ended is None else ended | step.terminated
-        running_steps = self.world.sum(running_steps)  # over all ranks' rows (no gradient)
-        cost_mean, imitation_mean = cost_sum / running_steps, imitation_sum / running_steps
-        loss = cost_mean + c.imitation_weight * imitation_mean
+        """The loss of one batch of flights differentiated through the whole horizon (no ``window``)."""
+        losses = list(self.losses())
+        if len(losses) != 1:
+            raise ValueError(f"loss(): {len(losses)} windows; with --apg_window use losses()")
+        return losses[0]
+
+    def _window_loss(self, sums: dict, ended: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        running_steps = self.world.sum(sums["running"])  # over all ranks' rows (no gradient)
+        cost_mean, imitation_mean = sums["cost"] / running_steps, sums["imitation"] / running_steps
+        loss = cost_mean + self.cfg.imitation_weight * imitation_mean
         if not self.world.distributed:
             return loss, {"cost": cost_mean.detach(), "imitation": torch.as_tensor(imitation_mean).detach(),
                           "terminated": ended.to(torch.float64).mean()}
@@ -171,24 +193,27 @@ class AnalyticPolicyGradient:
         return c.learning_rate_final + (c.learning_rate - c.learning_rate_final) * (1 + math.cos(math.pi * progress)) / 2
 
     def update(self) -> dict:
-        """One APG step: fly, backpropagate, clip, Adam. Returns floats: loss, cost, imitation, terminated (share
-        of rows ended within the horizon), grad_norm. A non-finite loss or gradient skips the step."""
+        """One APG step: fly, and per window backpropagate, clip, Adam. Returns floats averaged over the windows:
+        loss, cost, imitation, grad_norm; terminated (share of rows ended within the horizon). A window with a
+        non-finite loss or gradient is skipped."""
         self.student.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        loss, parts = self.loss()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.world.average_gradients(self.student.parameters(), mean=False)  # each rank's part of the mean
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
-        loss = self.world.sum(loss.detach())
-        stats = {"loss": float(loss.detach()), "grad_norm": float(grad_norm)} | {k: float(v) for k, v in parts.items()}
-        finite = math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
-        if finite:
-            self.optimizer.step()
-        stats["skipped"] = not finite
+        windows = []
+        for loss, parts in self.losses():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.world.average_gradients(self.student.parameters(), mean=False)  # each rank's part of the mean
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
+            loss = self.world.sum(loss.detach())
+            stats = {"loss": float(loss), "grad_norm": float(grad_norm)} | {k: float(v) for k, v in parts.items()}
+            stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"]))
+            if not stats["skipped"]:
+                self.optimizer.step()
+            windows.append(stats)
         self.iteration += 1
-        return stats
+        stats = {k: sum(w[k] for w in windows) / len(windows) for k in ("loss", "grad_norm", "cost", "imitation")}
+        return stats | {"terminated": windows[-1]["terminated"], "skipped": any(w["skipped"] for w in windows)}
 
     def state_dict(self) -> dict:
         return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -105,7 +105,14 @@ class APGConfig:
     iterations: int = setting(0, "APG steps after the distillation epochs (0: rl-tools' algorithm only)")
     # on a CPU a step with 1024 episodes costs little more than with 256 (op overhead)
     envs: int = setting(1024, "episodes flown per APG step", resume=FIXED_IN_APG)
-    horizon: int = setting(200, "steps differentiated per episode", resume=FIXED_IN_APG)
+    horizon: int = setting(200, "steps flown per episode", resume=FIXED_IN_APG)
+    window: int | None = setting(
+        None, "steps per Adam update: each window of the flights is differentiated through its own steps, the "
+              "flights carry on (truncated backpropagation; default: one window, the whole horizon)",
+        resume=FIXED_IN_APG, type=int)
+    window_steps: int | None = setting(
+        None, "APG steps that use --apg_window; the later ones differentiate through the whole horizon (default: "
+              "all steps)", resume=FIXED_IN_APG, type=int)
     learning_rate: float = setting(1e-3, "Adam step size of APG", resume=FIXED_IN_APG)
     learning_rate_final: float | None = setting(
         None, "step size at the last APG step, reached by a cosine decay from --apg_learning_rate (default: constant)",
@@ -132,6 +139,10 @@ class APGConfig:
     def validate(self) -> None:
         _at_least(self, 0, "iterations", "steady_start")
         _at_least(self, 1, "envs", "horizon", "eval_every", "eval_episodes")
+        if self.window is not None and self.window < 1:
+            raise DistillationError(f"--apg_window must be >= 1, got {self.window}")
+        if self.window_steps is not None and self.window_steps < 0:
+            raise DistillationError(f"--apg_window_steps must be >= 0, got {self.window_steps}")
         for name in ("learning_rate", "grad_clip") + (("learning_rate_final",) if self.learning_rate_final else ()):
             value = getattr(self, name)
             if not (value > 0 and value < float("inf")):

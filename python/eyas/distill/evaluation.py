@@ -4,6 +4,8 @@ embedded env, or new episodes of an Isaac Lab task; and a few recorded flights f
 contiguous share of the episodes and the statistics are gathered, so every rank reports the same figures."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from eyas.distill.collect import env_dtype, env_with_dynamics
@@ -52,16 +54,16 @@ class Evaluator:
         self.env = fixed_dynamics_env(env_cfg, parts, self.seed, device)
 
     @torch.no_grad()
-    def __call__(self, student: StudentPolicy) -> dict[str, dict]:
-        return self.evaluate_fn(student_policy_fn(student))
+    def __call__(self, student: StudentPolicy, per_episode: bool = False) -> dict[str, dict]:
+        return self.evaluate_fn(student_policy_fn(student), per_episode)
 
     @torch.no_grad()
-    def evaluate_fn(self, policy_fn: PolicyFn) -> dict[str, dict]:
-        """Evaluate ``policy_fn(obs, reset_mask) -> actions``: `EpisodeStats.summary()` per group."""
+    def evaluate_fn(self, policy_fn: PolicyFn, per_episode: bool = False) -> dict[str, dict]:
+        """Evaluate ``policy_fn(obs, reset_mask) -> actions``: `EpisodeStats.summary(per_episode)` per group."""
         stats = evaluate(policy_fn, self.env, num_episodes=self.env.num_envs, seed=self.seed)
         if self.world.distributed:
             stats = EpisodeStats.concat(self.world.all_gather(stats))
-        return {name: stats[a:b].summary() for name, a, b in self.groups}
+        return {name: stats[a:b].summary(per_episode) for name, a, b in self.groups}
 
 
 class TaskEvaluator:
@@ -99,25 +101,39 @@ POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts 
 
 def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str) -> tuple[bool, str]:
     """The best-actor rule of the APG phase: a candidate evaluation replaces the best one when its ``held_out``
-    return is higher **and** no group (held-out randomised dynamics or any registry model) gets worse: no more
+    final position error is lower (on the episodes both completed) **and** no group (held-out randomised dynamics or any registry model) gets worse: no more
     terminated episodes, and a final position error not above the best's by more than 5 % (or 0.2 cm, whichever is
-    larger). Both evaluations fly the same episodes, so a difference is the policy's, not sampling noise.
-    Returns (accepted, the reason in a few words)."""
+    larger). Both evaluations fly the same episodes, so a difference is the policy's, not sampling noise; where they
+    carry per-episode results (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the
+    episodes both flew to the end (a policy that survives an episode the other does not is not charged for holding
+    it less well). Returns (accepted, the reason in a few words)."""
     worse = []
-    rel, absolute = POSITION_ERROR_TOLERANCE
     for group, b in best.items():
         c = candidate[group]
         if round(c["share_terminated"] * c["episodes"]) > round(b["share_terminated"] * b["episodes"]):
             worse.append(f"{group} terminations")
-        error, limit = c.get("position_error_mean"), b.get("position_error_mean")
+        error, limit = _paired_errors(c, b)
         if limit is not None and limit == limit:  # NaN: every best episode terminated, nothing to hold
-            if error != error or error > limit + max(rel * limit, absolute):
+            if error != error or error > limit + max(POSITION_ERROR_TOLERANCE[0] * limit, POSITION_ERROR_TOLERANCE[1]):
                 worse.append(f"{group} position error")
     if worse:
         return False, "kept the best: worse on " + ", ".join(worse)
-    if candidate[held_out]["return_mean"] <= best[held_out]["return_mean"]:
-        return False, "kept the best: no higher return"
+    error, best_error = _paired_errors(candidate[held_out], best[held_out])
+    if not error < best_error:  # position error is what a point-control policy is for (return also pays the approach)
+        return False, "kept the best: no lower position error"
     return True, "new best"
+
+
+def _paired_errors(candidate: dict, best: dict) -> tuple[float | None, float | None]:
+    """(candidate's, best's) mean final position error: over the episodes neither terminated when both carry
+    per-episode results, else their own means."""
+    if "per_episode" not in candidate or "per_episode" not in best:
+        return candidate.get("position_error_mean"), best.get("position_error_mean")
+    c, b = candidate["per_episode"], best["per_episode"]
+    both = [i for i, (tc, tb) in enumerate(zip(c["terminated"], b["terminated"])) if not tc and not tb]
+    if not both:
+        return math.nan, math.nan
+    return (sum(c["position_error"][i] for i in both) / len(both), sum(b["position_error"][i] for i in both) / len(both))
 
 
 def raptor_policy(embedded: bool, num_obs: int, num_actions: int, device) -> StudentPolicy | None:

@@ -26,7 +26,7 @@ def save_final_actors(run, final) -> tuple[StudentPolicy, int, str, dict | None]
         run.save_actor(distilled, run.log_dir, "distilled_actor", meta)
         apg_best = run.apg_state["best"]["iteration"]
         meta = {**meta, "apg_iteration_chosen": apg_best,
-                "selection": f"{chosen}, then APG: a higher evaluation return with no group worse (accepts)"}
+                "selection": f"{chosen}, then APG: a lower held-out position error with no group worse (accepts)"}
         chosen = meta["selection"]
         rows = run.apg_state["history"]
         apg_summary = {"iterations": rows[-1]["iteration"], "best_iteration": apg_best,

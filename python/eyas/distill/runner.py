@@ -391,7 +391,7 @@ class DistillationRunner:
         if self.apg_state is None:
             student.load_state_dict(detached_dict(self.distilled_actor()[0]))
             student.eval()
-            first = apg_row(0, evaluator(student), [], 0.0)
+            first = apg_row(0, evaluator(student, per_episode=True), [], 0.0)
             self.apg_state = {"history": [first], "best": {"iteration": 0, "student": detached(student),
                                                            "return": first["eval"][evaluator.held_out]["return_mean"]}}
         else:
@@ -404,7 +404,8 @@ class DistillationRunner:
                 continue
             train_s, t1 = time.perf_counter() - t0, time.perf_counter()
             student.eval()
-            row = apg_row(apg.iteration, evaluator(student), window, train_s, time.perf_counter() - t1)
+            row = apg_row(apg.iteration, evaluator(student, per_episode=True), window, train_s,
+                          time.perf_counter() - t1)
             window, t0 = [], time.perf_counter()
             logger.evaluation(row["eval"], apg.iteration, prefix="apg/")
             held_out = row["eval"][evaluator.held_out]

@@ -74,10 +74,13 @@ class EpisodeStats:
     def final_position_error_mean(self) -> float:
         return _mean_completed(self.final_position_error, self.terminated)
 
-    def summary(self) -> dict:
+    def summary(self, per_episode: bool = False) -> dict:
         """The statistics every report uses (population std over episodes; 95 % intervals: Wilson's for the
-        terminated share, mean +- 1.96 standard errors for the position error)."""
-        return {"episodes": self.episodes,
+        terminated share, mean +- 1.96 standard errors for the position error); ``per_episode`` adds each episode's
+        ``terminated`` and ``position_error`` (lists, under "per_episode": what paired comparisons need)."""
+        paired = ({"per_episode": {"terminated": self.terminated.tolist(), "position_error": self.position_error.tolist()}}
+                  if per_episode else {})
+        return paired | {"episodes": self.episodes,
                 "return_mean": self.return_mean, "return_std": float(self.returns.numpy().std()),
                 "episode_length_mean": self.episode_length_mean,
                 "episode_length_std": float(self.lengths.numpy().std()),
