@@ -267,6 +267,22 @@ def test_selection_rule_refuses_a_student_worse_on_any_model():
     assert accepts(more_return, best, "randomized") == (False, "kept the best: no lower position error")
 
 
+def test_selection_rule_lets_errors_move_below_half_the_references():
+    """With the reference (RAPTOR on the same episodes): a group holding position within half of RAPTOR's error may
+    move there (sub-cm swings between evaluations); above that the 5 % / 0.2 cm band applies as before."""
+    from eyas.distill.evaluation import accepts
+
+    reference = {"randomized": _group(3, 0.058, 630), "crazyflie": _group(0, 0.053, 630)}
+    best = {"randomized": _group(2, 0.070, 600), "crazyflie": _group(0, 0.005, 600)}
+    swings = {"randomized": _group(2, 0.065, 600), "crazyflie": _group(0, 0.012, 600)}  # 2.4x, below 2.65 cm
+    assert accepts(swings, best, "randomized") == (False, "kept the best: worse on crazyflie position error")
+    assert accepts(swings, best, "randomized", reference) == (True, "new best")
+    beyond = {"randomized": _group(2, 0.065, 600), "crazyflie": _group(0, 0.030, 600)}  # above half of 5.3 cm
+    assert accepts(beyond, best, "randomized", reference) == (False, "kept the best: worse on crazyflie position error")
+    crashes = {"randomized": _group(2, 0.065, 600), "crazyflie": _group(1, 0.005, 600)}  # terminations: no band
+    assert accepts(crashes, best, "randomized", reference) == (False, "kept the best: worse on crazyflie terminations")
+
+
 def test_selection_rule_compares_errors_on_the_episodes_both_completed():
     """With per-episode results the position errors are compared on the episodes neither policy terminated: a
     candidate that survives a hard episode the best crashed is not charged for holding that one less well, and one

@@ -81,7 +81,7 @@ class AnalyticPolicyGradient:
         self._next_teacher = 0
         # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
         compiled = transition.compile_enabled(getattr(env_cfg, "compile", False))
-        self._flight_step = transition.compiled_function(flight_step, training=True) if compiled else flight_step
+        self._flight_step = transition.compiled_function(flight_step, training=True, device=self.device) if compiled else flight_step
 
     def _block(self) -> Block:
         first = self._next_teacher

@@ -97,16 +97,23 @@ class TaskEvaluator:
 
 
 POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts as "not worse" on the same episodes
+# a group that holds position within this share of the reference's (RAPTOR's) error there is doing the task twice
+# as well as the reference: moves below it do not count against a candidate (sub-cm errors on the models APG flies
+# swing by more than the band from one evaluation to the next, and would otherwise freeze the choice early)
+REFERENCE_SHARE = 0.5
 
 
-def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str) -> tuple[bool, str]:
+def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str,
+            reference: dict[str, dict] | None = None) -> tuple[bool, str]:
     """The best-actor rule of the APG phase: a candidate evaluation replaces the best one when its ``held_out``
-    final position error is lower (on the episodes both completed) **and** no group (held-out randomised dynamics or any registry model) gets worse: no more
-    terminated episodes, and a final position error not above the best's by more than 5 % (or 0.2 cm, whichever is
-    larger). Both evaluations fly the same episodes, so a difference is the policy's, not sampling noise; where they
-    carry per-episode results (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the
-    episodes both flew to the end (a policy that survives an episode the other does not is not charged for holding
-    it less well). Returns (accepted, the reason in a few words)."""
+    final position error is lower (on the episodes both completed) **and** no group (held-out randomised dynamics
+    or any registry model) gets worse: no more terminated episodes, and a final position error not above the
+    best's by more than 5 % (or 0.2 cm, whichever is larger) unless it stays below ``REFERENCE_SHARE`` of the
+    ``reference`` policy's error on that group (RAPTOR on the same episodes, when given). Both evaluations fly the
+    same episodes, so a difference is the policy's, not sampling noise; where they carry per-episode results
+    (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the episodes both flew to the
+    end (a policy that survives an episode the other does not is not charged for holding it less well). Returns
+    (accepted, the reason in a few words)."""
     worse = []
     for group, b in best.items():
         c = candidate[group]
@@ -114,7 +121,8 @@ def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str) ->
             worse.append(f"{group} terminations")
         error, limit = _paired_errors(c, b)
         if limit is not None and limit == limit:  # NaN: every best episode terminated, nothing to hold
-            if error != error or error > limit + max(POSITION_ERROR_TOLERANCE[0] * limit, POSITION_ERROR_TOLERANCE[1]):
+            held = reference is not None and error < REFERENCE_SHARE * reference[group]["position_error_mean"]
+            if not held and not error <= limit + max(POSITION_ERROR_TOLERANCE[0] * limit, POSITION_ERROR_TOLERANCE[1]):
                 worse.append(f"{group} position error")
     if worse:
         return False, "kept the best: worse on " + ", ".join(worse)

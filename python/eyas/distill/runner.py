@@ -380,11 +380,14 @@ class DistillationRunner:
 
     def _run_apg(self, logger: RunLogger) -> None:
         """APG fine-tuning of the distilled best actor, evaluated every ``apg.eval_every`` iterations on fixed
-        randomised dynamics and registry models; the best evaluation return is kept."""
+        randomised dynamics and registry models (RAPTOR once on the same episodes, the rule's reference); the best
+        by `accepts` is kept."""
         a = self.cfg.apg
         evaluator = Evaluator(self.env_cfg, randomized=a.eval_episodes,
                               per_model=self.cfg.evaluation.eval_registry_episodes, models=self.eval_models,
                               seed=self.cfg.seed + 1_000_003, device=self.device, world=self.world)
+        raptor = raptor_policy(self.embedded, self.num_obs, self.num_actions, self.device)
+        reference = evaluator(raptor) if raptor is not None else None  # the rule's yardstick, the same episodes
         student = self.new_student()
         apg = AnalyticPolicyGradient(student, self.bank, self.env_cfg, a, generator=self.generator, device=self.device,
                                      world=self.world)
@@ -411,7 +414,7 @@ class DistillationRunner:
             held_out = row["eval"][evaluator.held_out]
             best = self.apg_state["best"]
             best_eval = next(r["eval"] for r in self.apg_state["history"] if r["iteration"] == best["iteration"])
-            accepted, why = accepts(row["eval"], best_eval, evaluator.held_out)
+            accepted, why = accepts(row["eval"], best_eval, evaluator.held_out, reference)
             row["selection"] = why
             if accepted:
                 self.apg_state["best"] = {"iteration": apg.iteration, "return": held_out["return_mean"],

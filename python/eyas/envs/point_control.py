@@ -134,7 +134,7 @@ class PointControlEnv(VecEnv, gym.Env):
         self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
-        self._transition = transition.step_function(transition.compile_enabled(cfg.compile))
+        self._transition = transition.step_function(transition.compile_enabled(cfg.compile), self.device)
         self._start_all()
 
     # --- state and parameters: (B, ...) views of the packed rows ----------------------------------------

@@ -206,6 +206,8 @@ _COMPILED: dict = {}
 # * training graphs (APG's flights) save at most half of what the forward computes for the backward, which
 #   recomputes the rest (pointwise, cheap): fewer tensors allocated and handed over per step (1.2 -> 1.0 s per APG
 #   step of 512 x 500).
+# On CUDA the first two do not apply (Triton kernels; one 4096-node fusion did not finish its first compile in
+# 195 s on an H200 with torch 2.11): inductor's own defaults there.
 INDUCTOR_OPTIONS = {"cpp.enable_tiling_heuristics": False, "max_fusion_size": 4096}
 ACTIVATION_MEMORY_BUDGET = 0.5
 
@@ -217,25 +219,28 @@ def compile_enabled(setting: bool | None) -> bool:
     return os.environ.get("EYAS_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off", "")
 
 
-def step_function(compiled: bool):
-    """`transition`, compiled once per process when ``compiled`` (and torch.compile works here)."""
-    return compiled_function(transition) if compiled else transition
+def step_function(compiled: bool, device: torch.device | str = "cpu"):
+    """`transition`, compiled once per process and device type when ``compiled`` (and torch.compile works here)."""
+    return compiled_function(transition, device=device) if compiled else transition
 
 
-def compiled_function(fn, training: bool = False):
-    """``fn`` under torch.compile (inductor, symbolic batch sizes), made once per process, with the kernel cache
-    in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``) and a one-warning eager fallback.
-    ``training``: its backward runs too (the activation budget above applies)."""
-    if fn not in _COMPILED:
+def compiled_function(fn, training: bool = False, device: torch.device | str = "cpu"):
+    """``fn`` under torch.compile (inductor, symbolic batch sizes), made once per process and device type, with the
+    kernel cache in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``) and a one-warning eager
+    fallback. ``training``: its backward runs too (the activation budget above applies). ``INDUCTOR_OPTIONS`` on
+    the CPU only."""
+    kind = torch.device(device).type
+    if (fn, kind) not in _COMPILED:
         _use_eyas_cache_dir()
-        compiled = call = torch.compile(fn, dynamic=True, options=INDUCTOR_OPTIONS)
+        options = INDUCTOR_OPTIONS if kind == "cpu" else None
+        compiled = call = torch.compile(fn, dynamic=True, options=options)
         if training:
             def call(*args, **kwargs):
                 with torch._functorch.config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET):
                     return compiled(*args, **kwargs)
 
-        _COMPILED[fn] = _with_eager_fallback(fn, call)
-    return _COMPILED[fn]
+        _COMPILED[fn, kind] = _with_eager_fallback(fn, call)
+    return _COMPILED[fn, kind]
 
 
 def _use_eyas_cache_dir() -> None:
