@@ -69,8 +69,10 @@ def bench_eyas(num_envs: int, device: str, seconds: float, compiled: bool) -> tu
     X, P = env.packed_state, env.packed_params
     physics = transition.compiled_function(fused.step_packed) if compiled else fused.step_packed
 
+    staged = torch.empty_like(actions[0])  # one storage offset for every call, as the env stages its actions
+
     def sim_step():  # the env's physics alone, as it steps it (`eyas.sim.fused`)
-        physics(X, actions[k[0] % 64], P)
+        physics(X, staged.copy_(actions[k[0] % 64]), P)
         k[0] += 1
 
     sim_rate = timed(sim_step, seconds, sync) * num_envs

@@ -132,6 +132,7 @@ class PointControlEnv(VecEnv, gym.Env):
         self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
         self._A = torch.zeros(NUM_ACTIONS, n, **kwargs)  # l2f StateLastAction (d_action reward)
         self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features
+        self._action_buffers: dict[torch.dtype, torch.Tensor] = {}  # `_checked`
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
         self._transition = transition.step_function(transition.compile_enabled(cfg.compile), self.device)
@@ -332,7 +333,13 @@ class PointControlEnv(VecEnv, gym.Env):
                              f"got {tuple(actions.shape)}")
         if not actions.is_floating_point():
             raise ValueError(f"actions must be a floating-point tensor, got {actions.dtype}")
-        return actions.detach().to(self.device)
+        # copied into a buffer of the env's: one storage offset and stride for every call (dynamo specialises a
+        # compiled step on them: a slice of a pre-drawn action tensor would cost a recompile mid-run)
+        staged = self._action_buffers.get(actions.dtype)
+        if staged is None:
+            staged = self._action_buffers[actions.dtype] = torch.empty(self.num_envs, NUM_ACTIONS, dtype=actions.dtype,
+                                                                       device=self.device)
+        return staged.copy_(actions.detach())
 
     def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
         """(N,) bool per termination condition of state `s` under this env's parameters (`transition`)."""

@@ -187,7 +187,9 @@ def transition(X: torch.Tensor, P: torch.Tensor, actions: torch.Tensor, noise: t
     rotor_speeds = torch.where(dones, next_rotor_speeds, torch.stack(normalized_rotor_speeds(x_next, P)))
     history = torch.where(dones, rotor_speeds.repeat(history.shape[0] // 4, 1), torch.cat([A, history[:-4]]))
     X_next, features = torch.where(dones, next_X, torch.stack(x_next)), torch.where(dones, next_features, features)
-    out |= {"X": X_next, "history": history, "last_action": A * keep, "length": length * keep,
+    # contiguous: the env feeds it back as next step's ``last_action``, and a transposed layout there would be a
+    # second compiled graph (dynamo guards on strides)
+    out |= {"X": X_next, "history": history, "last_action": (A * keep).contiguous(), "length": length * keep,
             "episode_return": episode_return * keep, "features": features}
     out["policy"], out["teacher"] = observation_rows(X_next, P, history, features, target, rotor_speeds)
     return out
