@@ -28,7 +28,7 @@ echo "== 1/2 parity: released RAPTOR checkpoint, PyTorch vs rl-tools C++"
 # they are the same graphs. Its files go to a temporary folder; should it fail, the real run compiles them itself.
 APG=(--apg_horizon 500 --apg_window 100 --apg_window_steps 200 --apg_steady_weight 5 --apg_registry_share 0.25)
 WARMUP_DIR=$(mktemp -d) WARMUP=
-trap 'kill "$WARMUP" 2>/dev/null; rm -rf "$WARMUP_DIR"' EXIT
+trap 'kill "$WARMUP" 2>/dev/null || true; rm -rf "$WARMUP_DIR"' EXIT
 .venv/bin/eyas distill --teacher_checkpoint fixtures/teachers/privileged --n_epochs 0 --init_student "$CHECKPOINT" \
   --num_envs 40 --num_episodes 40 --offset_episodes 40 --eval_episodes 40 --eval_registry_episodes 1 \
   --final_eval_episodes 40 --apg_iterations 1 --apg_envs 40 --apg_eval_episodes 40 "${APG[@]}" \
