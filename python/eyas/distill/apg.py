@@ -53,12 +53,17 @@ STATS = ("loss", "cost", "imitation", "terminated", "grad_norm")  # what `Analyt
 class Step(NamedTuple):
     """One step of a batch of APG flights (tensors over the batch's rows)."""
 
-    state: sim.State  # before the step
-    labels: torch.Tensor | None  # the teachers' actions on ``state`` (None without the imitation term)
+    X: torch.Tensor  # (23, n) the packed state before the step (`eyas.sim.fused`)
+    labels: torch.Tensor | None  # the teachers' actions on that state (None without the imitation term)
     alive: torch.Tensor  # (n,) bool: the row's episode runs at this step
     terminated: torch.Tensor  # (n,) bool: the row's episode ends by a termination at this step
     sums: dict  # the step's cost sums over running rows (`apg_flight.flight_step`): cost, running, imitation
     last: bool  # the flights' last step (horizon reached, or every row ended)
+
+    @property
+    def state(self) -> sim.State:
+        """The state before the step as a `sim.State` of (n, ...) views (unpacked on demand, off the hot path)."""
+        return fused.unpack_state(self.X)
 
 
 class AnalyticPolicyGradient:
@@ -81,7 +86,8 @@ class AnalyticPolicyGradient:
         self._next_teacher = 0
         # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
         compiled = transition.compile_enabled(getattr(env_cfg, "compile", False))
-        self._flight_step = transition.compiled_function(flight_step, training=True, device=self.device) if compiled else flight_step
+        self._flight_step = (transition.compiled_function(flight_step, training=True, device=self.device)
+                             if compiled else flight_step)
 
     def _block(self) -> Block:
         first = self._next_teacher
@@ -136,7 +142,7 @@ class AnalyticPolicyGradient:
                 weights, X, history, hidden, alive, labels, noise, P, env.target, features,
                 steady[t >= c.steady_start], costs)
             last = t + 1 == c.horizon or not bool(out["alive"].any())
-            yield Step(fused.unpack_state(X), labels, alive, out["terminated"], out, last)
+            yield Step(X, labels, alive, out["terminated"], out, last)
             if last:
                 break
             X, history, hidden, alive, observations = (out[k] for k in ("X", "history", "hidden", "alive",
@@ -190,7 +196,8 @@ class AnalyticPolicyGradient:
         if c.learning_rate_final is None:
             return c.learning_rate
         progress = min(1.0, self.iteration / max(1, c.iterations - 1))
-        return c.learning_rate_final + (c.learning_rate - c.learning_rate_final) * (1 + math.cos(math.pi * progress)) / 2
+        cosine = (1 + math.cos(math.pi * progress)) / 2
+        return c.learning_rate_final + (c.learning_rate - c.learning_rate_final) * cosine
 
     def update(self) -> dict:
         """One APG step: fly, and per window backpropagate, clip, Adam. Returns floats averaged over the windows:

@@ -141,7 +141,8 @@ def _paired_errors(candidate: dict, best: dict) -> tuple[float | None, float | N
     both = [i for i, (tc, tb) in enumerate(zip(c["terminated"], b["terminated"])) if not tc and not tb]
     if not both:
         return math.nan, math.nan
-    return (sum(c["position_error"][i] for i in both) / len(both), sum(b["position_error"][i] for i in both) / len(both))
+    mean = lambda errors: sum(errors[i] for i in both) / len(both)  # noqa: E731
+    return mean(c["position_error"]), mean(b["position_error"])
 
 
 def raptor_policy(embedded: bool, num_obs: int, num_actions: int, device) -> StudentPolicy | None:

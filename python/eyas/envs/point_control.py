@@ -221,10 +221,10 @@ class PointControlEnv(VecEnv, gym.Env):
         """Starts for episodes with these parameters: initial states drawn from the env's generator; the
         parameters themselves are kept for randomised dynamics only (fixed ones stay in their rows)."""
         state = sim.sample_initial_state(params, self.generator)
-        return EpisodeStarts.of(fused.pack_state(state, self.dtype),
-                                PARAMS.pack(params, self.dtype) if self._fixed_params is None else None,
-                                dynamics_features(params, state).T.to(self.dtype),
-                                _normalized_rpm(params, state).T.to(self.dtype))
+        X, P = fused.pack_state(state, self.dtype), PARAMS.pack(params, self.dtype)
+        rotor_speeds = torch.stack(transition.normalized_rotor_speeds(tuple(X.unbind(0)), P))
+        return EpisodeStarts.of(X, P if self._fixed_params is None else None,
+                                dynamics_features(params, state).T.to(self.dtype), rotor_speeds)
 
     def _begin(self, rows: torch.Tensor | slice, starts: EpisodeStarts) -> None:
         """Start new episodes in ``rows`` from ``starts`` (one column each)."""
@@ -405,12 +405,6 @@ def _packed_state_dict(saved: dict) -> dict:
             fused.pack_state(tree(fused.STATE.example, leaves[n:n + 7])), PARAMS.pack(tree(PARAMS.example, leaves[:n])),
             *(t.T for t in leaves[n + 7:])))
     return out
-
-
-def _normalized_rpm(params: Params, state: State) -> torch.Tensor:
-    """(B, 4) rotor speeds mapped to [-1, 1] over the action limits (l2f's action scale)."""
-    limit = params.dynamics.action_limit
-    return (state.rpm - limit.min[:, None]) / (limit.max - limit.min)[:, None] * 2 - 1
 
 
 def dynamics_features(params: Params, state: State) -> torch.Tensor:

@@ -78,8 +78,8 @@ class EpisodeStats:
         """The statistics every report uses (population std over episodes; 95 % intervals: Wilson's for the
         terminated share, mean +- 1.96 standard errors for the position error); ``per_episode`` adds each episode's
         ``terminated`` and ``position_error`` (lists, under "per_episode": what paired comparisons need)."""
-        paired = ({"per_episode": {"terminated": self.terminated.tolist(), "position_error": self.position_error.tolist()}}
-                  if per_episode else {})
+        paired = ({"per_episode": {"terminated": self.terminated.tolist(),
+                                   "position_error": self.position_error.tolist()}} if per_episode else {})
         return paired | {"episodes": self.episodes,
                 "return_mean": self.return_mean, "return_std": float(self.returns.numpy().std()),
                 "episode_length_mean": self.episode_length_mean,

@@ -135,7 +135,8 @@ def reward_rows(x: Rows, x_next: Rows, actions: Rows, last_action: Rows, P: torc
 
 
 def observation_rows(X: torch.Tensor, P: torch.Tensor, history: torch.Tensor, features: torch.Tensor,
-                     target: torch.Tensor, rotor_speeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     target: torch.Tensor, rotor_speeds: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise-free policy observation (18 + 4 H, B), teacher observation (18 + 4 H + 52, B)) as rows, of the packed
     state ``X`` with the action ``history`` (4 H, B) and dynamics ``features`` (48, B) (layouts:
     `eyas.envs.point_control`); ``rotor_speeds`` (4, B) when already known."""
