@@ -3,7 +3,7 @@
 #   1. parity of the released RAPTOR checkpoint against rl-tools' own C++ (a table of errors);
 #   2. a small but real distillation on the CPU: the committed privileged PPO teacher
 #      (fixtures/teachers/privileged) into the RAPTOR student with rl-tools' post-training algorithm, then
-#      275 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools;
+#      250 steps of APG fine-tuning through the differentiable simulator (eyas' addition, not rl-tools;
 #      500-step flights with a steady-state term, a quarter of them on the registry models; the first 200 steps
 #      update every 100 flight steps, truncated backpropagation, the rest through the whole flight),
 #      evaluated on held-out randomised dynamics and every registry model (held-out episodes), exported to
@@ -42,6 +42,6 @@ echo "== 2/2 distillation: fixtures/teachers/privileged -> RAPTOR student, log d
   --batch_size 256 --sequence_length 100 --learning_rate 1e-3 \
   --on_policy false --max_dataset_steps 400000 \
   --eval_every 10 --eval_episodes 64 --eval_registry_episodes 10 --final_eval_episodes 500 \
-  --apg_iterations 275 --apg_envs 512 "${APG[@]}" \
+  --apg_iterations 250 --apg_envs 512 "${APG[@]}" \
   --checkpoint_every 10 --num_threads 1 --seed 0 --log_dir "$RUN_DIR"
 echo "open $RUN_DIR/training.png and $RUN_DIR/flights.png; tensorboard --logdir $RUN_DIR"

@@ -129,6 +129,10 @@ class APGConfig:
     steady_start: int = setting(300, "first step of the steady-state term (with --apg_horizon 500: the last 2 s)",
                                 resume=FIXED_IN_APG)
     grad_clip: float = setting(1.0, "gradient-norm clip", resume=FIXED_IN_APG)
+    average_decay: float | None = setting(
+        None, "evaluate, select and export an exponential moving average of the student's weights after each APG "
+              "step (torch.optim.swa_utils, this decay per step) instead of the last weights; training continues "
+              "on the last weights (default: no average)", resume=FIXED_IN_APG, type=float)
     registry_share: float = setting(0.0, "share of each step's episodes flown on the registry models in turn "
                                     "instead of randomised dynamics (privileged teachers; the models' evaluation "
                                     "then flies dynamics APG has seen)", resume=FIXED_IN_APG)
@@ -151,6 +155,8 @@ class APGConfig:
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):
                 raise DistillationError(f"--apg_{name} must be >= 0, got {value}")
+        if self.average_decay is not None and not 0 < self.average_decay < 1:
+            raise DistillationError(f"--apg_average_decay must be in (0, 1), got {self.average_decay}")
         if not 0 <= self.registry_share < 1:
             raise DistillationError(f"--apg_registry_share must be in [0, 1), got {self.registry_share}")
         if not 0 < self.barrier_start <= 1:

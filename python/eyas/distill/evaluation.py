@@ -103,17 +103,33 @@ POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts 
 REFERENCE_SHARE = 0.5
 
 
-def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str,
+def accepts(candidate: dict[str, dict], accepted: dict[str, dict] | list[dict[str, dict]], held_out: str,
             reference: dict[str, dict] | None = None) -> tuple[bool, str]:
-    """The best-actor rule of the APG phase: a candidate evaluation replaces the best one when its ``held_out``
-    final position error is lower (on the episodes both completed) **and** no group (held-out randomised dynamics
-    or any registry model) gets worse: no more terminated episodes, and a final position error not above the
-    best's by more than 5 % (or 0.2 cm, whichever is larger) unless it stays below ``REFERENCE_SHARE`` of the
-    ``reference`` policy's error on that group (RAPTOR on the same episodes, when given). Both evaluations fly the
-    same episodes, so a difference is the policy's, not sampling noise; where they carry per-episode results
-    (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the episodes both flew to the
-    end (a policy that survives an episode the other does not is not charged for holding it less well). Returns
-    (accepted, the reason in a few words)."""
+    """The best-actor rule of the APG phase: a candidate evaluation replaces the best one (the last of the
+    ``accepted`` evaluations; one evaluation: the best alone) when its ``held_out`` final position error is lower (on
+    the episodes both completed) **and** no group (held-out randomised dynamics or any registry model) is worse than
+    at *any* accepted evaluation: no more terminated episodes, and a final position error not above that
+    evaluation's by more than 5 % (or 0.2 cm, whichever is larger) unless it stays below ``REFERENCE_SHARE`` of the
+    ``reference`` policy's error on that group (RAPTOR on the same episodes, when given). Comparing with every
+    accepted evaluation, not only the last, keeps a group from creeping upwards by steps each within the tolerance.
+    All evaluations fly the same episodes, so a difference is the policy's, not sampling noise; where they carry
+    per-episode results (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the episodes
+    both flew to the end (a policy that survives an episode the other does not is not charged for holding it less
+    well). Returns (accepted, the reason in a few words)."""
+    accepted = [accepted] if isinstance(accepted, dict) else list(accepted)
+    worse = []
+    for earlier in accepted:
+        worse += [w for w in _worse_groups(candidate, earlier, reference) if w not in worse]
+    if worse:
+        return False, "kept the best: worse on " + ", ".join(worse)
+    error, best_error = _paired_errors(candidate[held_out], accepted[-1][held_out])
+    if not error < best_error:  # position error is what a point-control policy is for (return also pays the approach)
+        return False, "kept the best: no lower position error"
+    return True, "new best"
+
+
+def _worse_groups(candidate: dict[str, dict], best: dict[str, dict], reference: dict[str, dict] | None) -> list[str]:
+    """The groups on which ``candidate`` is worse than ``best`` by `accepts`' terms."""
     worse = []
     for group, b in best.items():
         c = candidate[group]
@@ -124,12 +140,7 @@ def accepts(candidate: dict[str, dict], best: dict[str, dict], held_out: str,
             held = reference is not None and error < REFERENCE_SHARE * reference[group]["position_error_mean"]
             if not held and not error <= limit + max(POSITION_ERROR_TOLERANCE[0] * limit, POSITION_ERROR_TOLERANCE[1]):
                 worse.append(f"{group} position error")
-    if worse:
-        return False, "kept the best: worse on " + ", ".join(worse)
-    error, best_error = _paired_errors(candidate[held_out], best[held_out])
-    if not error < best_error:  # position error is what a point-control policy is for (return also pays the approach)
-        return False, "kept the best: no lower position error"
-    return True, "new best"
+    return worse
 
 
 def _paired_errors(candidate: dict, best: dict) -> tuple[float | None, float | None]:

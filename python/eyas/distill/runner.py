@@ -11,8 +11,8 @@
             evaluate  held-out randomised dynamics and registry models (`eyas.distill.evaluation`)
             save      checkpoint (PyTorch + rl-tools HDF5) and the run state
     apg     optional (``apg.iterations`` > 0, not rl-tools): fine-tune the best actor by backpropagating flights
-            through the differentiable simulator (`eyas.distill.apg`), evaluating every ``apg.eval_every`` steps;
-            the best evaluation return becomes the best actor
+            through the differentiable simulator (`eyas.distill.apg`), evaluating every ``apg.eval_every`` steps
+            (the weights' moving average with ``apg.average_decay``); the best by `accepts` becomes the best actor
     end     save the best actor; evaluate it; plots (`eyas.distill.report`)
 
 Everything random comes from one CPU `torch.Generator` (saved with each epoch), so `resume` continues a run as if it
@@ -406,27 +406,28 @@ class DistillationRunner:
             if apg.iteration % a.eval_every and apg.iteration < a.iterations:
                 continue
             train_s, t1 = time.perf_counter() - t0, time.perf_counter()
-            student.eval()
-            row = apg_row(apg.iteration, evaluator(student, per_episode=True), window, train_s,
+            evaluated = apg.evaluated.eval()  # the student, or its weights' moving average (--apg_average_decay)
+            row = apg_row(apg.iteration, evaluator(evaluated, per_episode=True), window, train_s,
                           time.perf_counter() - t1)
             window, t0 = [], time.perf_counter()
             logger.evaluation(row["eval"], apg.iteration, prefix="apg/")
             held_out = row["eval"][evaluator.held_out]
-            best = self.apg_state["best"]
-            best_eval = next(r["eval"] for r in self.apg_state["history"] if r["iteration"] == best["iteration"])
-            accepted, why = accepts(row["eval"], best_eval, evaluator.held_out, reference)
+            # every evaluation accepted so far, the best last (the first row: the distilled actor)
+            accepted_evals = [r["eval"] for r in self.apg_state["history"]
+                              if r["iteration"] == 0 or r.get("selection") == "new best"]
+            accepted, why = accepts(row["eval"], accepted_evals, evaluator.held_out, reference)
             row["selection"] = why
             if accepted:
                 self.apg_state["best"] = {"iteration": apg.iteration, "return": held_out["return_mean"],
-                                          "student": detached(student)}
-            self.save_actor(student, self.log_dir / "checkpoints" / f"apg_{apg.iteration}", "actor",
+                                          "student": detached(evaluated)}
+            self.save_actor(evaluated, self.log_dir / "checkpoints" / f"apg_{apg.iteration}", "actor",
                             {"apg_iteration": apg.iteration})
             self.apg_state["history"].append(row)
             self.apg_state["trainer"] = apg.state_dict()
             self._save_state(len(self.history) - 1)
             logger.flush()
             logger.print(apg_line(row, held_out) + f" | {why}")
-        self.apg_student = student
+        self.apg_student = apg.evaluated
 
 
 def detached_dict(weights: dict) -> dict:
