@@ -101,6 +101,7 @@ POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts 
 # as well as the reference: moves below it do not count against a candidate (sub-cm errors on the models APG flies
 # swing by more than the band from one evaluation to the next, and would otherwise freeze the choice early)
 REFERENCE_SHARE = 0.5
+NEW_BEST = "new best"  # `accepts`' reason for an accepted candidate (the runner finds accepted rows by it)
 
 
 def accepts(candidate: dict[str, dict], accepted: dict[str, dict] | list[dict[str, dict]], held_out: str,
@@ -125,7 +126,7 @@ def accepts(candidate: dict[str, dict], accepted: dict[str, dict] | list[dict[st
     error, best_error = _paired_errors(candidate[held_out], accepted[-1][held_out])
     if not error < best_error:  # position error is what a point-control policy is for (return also pays the approach)
         return False, "kept the best: no lower position error"
-    return True, "new best"
+    return True, NEW_BEST
 
 
 def _worse_groups(candidate: dict[str, dict], best: dict[str, dict], reference: dict[str, dict] | None) -> list[str]:

@@ -35,7 +35,7 @@ from eyas.distill.collect import check_teachers_against_env, collect, evaluate_t
 from eyas.distill.config import DistillConfig, is_embedded, resolve_device, resolve_task
 from eyas.distill.dataset import DatasetPlan, DistillationError, episodes_per_teacher
 from eyas.distill.distributed import World
-from eyas.distill.evaluation import Evaluator, TaskEvaluator, accepts, raptor_policy
+from eyas.distill.evaluation import NEW_BEST, Evaluator, TaskEvaluator, accepts, raptor_policy
 from eyas.distill.logger import RunLogger, apg_line, epoch_line
 from eyas.distill.trainer import Distillation
 from eyas.io import atomic_write_json
@@ -414,7 +414,7 @@ class DistillationRunner:
             held_out = row["eval"][evaluator.held_out]
             # every evaluation accepted so far, the best last (the first row: the distilled actor)
             accepted_evals = [r["eval"] for r in self.apg_state["history"]
-                              if r["iteration"] == 0 or r.get("selection") == "new best"]
+                              if r["iteration"] == 0 or r.get("selection") == NEW_BEST]
             accepted, why = accepts(row["eval"], accepted_evals, evaluator.held_out, reference)
             row["selection"] = why
             if accepted:

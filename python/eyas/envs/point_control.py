@@ -217,11 +217,13 @@ class PointControlEnv(VecEnv, gym.Env):
         put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
 
     # --- episode starts -------------------------------------------------------------------------------
-    def _draw_starts(self, params: Params) -> EpisodeStarts:
-        """Starts for episodes with these parameters: initial states drawn from the env's generator; the
-        parameters themselves are kept for randomised dynamics only (fixed ones stay in their rows)."""
+    def _draw_starts(self, params: Params, P: torch.Tensor | None = None) -> EpisodeStarts:
+        """Starts for episodes with these parameters (``P``: them packed, when the caller holds them so): initial
+        states drawn from the env's generator; the parameters themselves are kept for randomised dynamics only
+        (fixed ones stay in their rows)."""
         state = sim.sample_initial_state(params, self.generator)
-        X, P = fused.pack_state(state, self.dtype), PARAMS.pack(params, self.dtype)
+        X = fused.pack_state(state, self.dtype)
+        P = PARAMS.pack(params, self.dtype) if P is None else P
         rotor_speeds = torch.stack(transition.normalized_rotor_speeds(tuple(X.unbind(0)), P))
         return EpisodeStarts.of(X, P if self._fixed_params is None else None,
                                 dynamics_features(params, state).T.to(self.dtype), rotor_speeds)
@@ -242,7 +244,7 @@ class PointControlEnv(VecEnv, gym.Env):
         """The next ``count`` starts: new draws on every row's own parameters (fixed dynamics; ``count`` =
         num_envs), or the next unused ones of a reservoir of randomised starts drawn in batches."""
         if self._fixed_params is not None:
-            return self._draw_starts(PARAMS.unpack(self._P))
+            return self._draw_starts(PARAMS.unpack(self._P), self._P)
         if self._reservoir is None or self._reservoir_used + count > len(self._reservoir):
             fresh = self._draw_starts(self._new_params(max(4 * self.num_envs, RESERVOIR)))
             self._reservoir = fresh if self._reservoir is None else self._reservoir.columns(
@@ -261,8 +263,8 @@ class PointControlEnv(VecEnv, gym.Env):
 
     def _renew_next(self, rows: torch.Tensor) -> None:
         """``rows`` just began the episode their next start held: draw ahead their next one."""
-        fresh = (self._draw_starts(PARAMS.unpack(self._P[:, rows])) if self._fixed_params is not None
-                 else self._take_starts(len(rows)))
+        P = self._P[:, rows] if self._fixed_params is not None else None
+        fresh = self._draw_starts(PARAMS.unpack(P), P) if P is not None else self._take_starts(len(rows))
         self._next.data.index_copy_(1, rows, fresh.data)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:
