@@ -45,7 +45,8 @@ Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 `step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
 to their next episode, whose start (parameters for randomised dynamics, initial state) every row holds drawn ahead;
 the step runs compiled (`eyas.envs.transition`). Observations are (num_envs, n) views of row-packed buffers
-(`eyas.sim.fused`): not contiguous. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
+(`eyas.sim.fused`, a new one every step): not contiguous; without observation noise the policy group views the
+teacher group's first entries. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
 the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
 `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
 |p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
@@ -306,8 +307,7 @@ class PointControlEnv(VecEnv, gym.Env):
                 actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         nxt = self._next
         out = self._transition(self._X, self._P, actions, noise, self._A, self._H, self.episode_length_buf,
-                               self.episode_return, self._F, self.target, self.max_episode_length,
-                               nxt.X, nxt.features, nxt.rotor_speeds)
+                               self.episode_return, self._F, self.target, self.max_episode_length, nxt.data)
         count, nan, inf = out["checks"].tolist()  # one host sync: the action checks and the bookkeeping below
         if self.cfg.validate_actions and (nan or inf):  # nothing has changed yet
             raise ValueError("actions contain NaN" if nan else
@@ -315,7 +315,7 @@ class PointControlEnv(VecEnv, gym.Env):
         extras = {"time_outs": out["time_outs"], "terminated": out["terminated"],
                   "position_error": out["position_error"],
                   "termination_terms": dict(zip(transition.TERMS, out["terms"].unbind(0)))}
-        self._X, self._H, self._A, self._F = out["X"], out["history"], out["last_action"], out["features"]
+        self._X, self._H, self._A = out["X"], out["history"], out["last_action"]
         self.episode_length_buf, self.episode_return = out["length"], out["episode_return"]
         if count:  # the finished rows began their next episode in the step: its parameters, and the one after
             extras["log"] = dict(zip(transition.LOG_KEYS, out["log"].unbind(0)))
@@ -323,8 +323,10 @@ class PointControlEnv(VecEnv, gym.Env):
             if nxt.has_params:
                 self._P.index_copy_(1, rows, nxt.P.index_select(1, rows))
                 self._params_view = None
+            self._F.index_copy_(1, rows, nxt.features.index_select(1, rows))
             self._renew_next(rows)
-        return self._observations(out["policy"], out["teacher"]), out["rewards"], out["dones"].long(), extras
+        teacher = out["teacher"]
+        return self._observations(teacher[:self.num_obs], teacher), out["rewards"], out["dones"].long(), extras
 
     def _checked(self, actions: torch.Tensor) -> torch.Tensor:
         """``actions`` on the env's device, after the checks that need no host read (NaN and inf: in the step)."""
