@@ -264,8 +264,11 @@ class PointControlEnv(VecEnv, gym.Env):
 
     def _renew_next(self, rows: torch.Tensor) -> None:
         """``rows`` just began the episode their next start held: draw ahead their next one."""
-        P = self._P[:, rows] if self._fixed_params is not None else None
-        fresh = self._draw_starts(PARAMS.unpack(P), P) if P is not None else self._take_starts(len(rows))
+        if self._fixed_params is not None:
+            P = self._P[:, rows]
+            fresh = self._draw_starts(PARAMS.unpack(P), P)
+        else:
+            fresh = self._take_starts(len(rows))
         self._next.data.index_copy_(1, rows, fresh.data)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:

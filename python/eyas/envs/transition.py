@@ -139,12 +139,18 @@ def observation_rows(X: torch.Tensor, P: torch.Tensor, history: torch.Tensor, fe
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise-free policy observation (18 + 4 H, B), teacher observation (18 + 4 H + 52, B)) as rows, of the packed
     state ``X`` with the action ``history`` (4 H, B) and dynamics ``features`` (48, B) (layouts:
-    `eyas.envs.point_control`); ``rotor_speeds`` (4, B) when already known. The policy rows are the teacher's first
-    rows (a view: one buffer written)."""
+    `eyas.envs.point_control`); ``rotor_speeds`` (4, B) when already known."""
     x = tuple(X.unbind(0))
-    if rotor_speeds is None:
-        rotor_speeds = torch.stack(normalized_rotor_speeds(x, P))
-    teacher = torch.cat([torch.stack(policy_rows(x, target)), history, rotor_speeds, features])
+    rotor_speeds = normalized_rotor_speeds(x, P) if rotor_speeds is None else tuple(rotor_speeds.unbind(0))
+    return _observations(x, tuple(history.unbind(0)), rotor_speeds, features, target)
+
+
+def _observations(x: Rows, history: Rows, rotor_speeds: Rows, features: torch.Tensor,
+                  target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`observation_rows` of the rows ``x``, ``history`` and ``rotor_speeds``. One buffer, the policy rows its first
+    rows (a view); compiled, the stacked rows are computed once and stored twice (into the stack, then into the cat:
+    writing each row straight into its slice measured no faster, and costs one output view per row and call)."""
+    teacher = torch.cat([torch.stack(policy_rows(x, target) + history + rotor_speeds), features])
     return teacher[:len(history) + 18], teacher
 
 
@@ -195,11 +201,7 @@ def transition(X: torch.Tensor, P: torch.Tensor, actions: torch.Tensor, noise: t
     rotor_speeds = tuple(torch.where(dones, s, r) for s, r in zip(starts[-4:], normalized_rotor_speeds(x_next, P)))
     previous = tuple(A.unbind(0)) + tuple(history.unbind(0))[:-4]
     history = tuple(torch.where(dones, rotor_speeds[k % 4], previous[k]) for k in range(len(previous)))
-    features = torch.where(dones, next_starts[-52:-4], features)
-    # one buffer, the policy observation its first rows (the env returns a view). Inductor stores the 26-row stack
-    # once more into it; writing each row straight into its slice (a cat of 26 rows and the features) measured no
-    # faster, and one stack of all 74 rows costs ~50 more output views per call
-    teacher = torch.cat([torch.stack(policy_rows(x_new, target) + history + rotor_speeds), features])
+    _, teacher = _observations(x_new, history, rotor_speeds, torch.where(dones, next_starts[-52:-4], features), target)
     # contiguous: the env feeds it back as next step's ``last_action``, and a transposed layout there would be a
     # second compiled graph (dynamo guards on strides)
     return out | {"X": torch.stack(x_new), "history": torch.stack(history), "last_action": (A * keep).contiguous(),
