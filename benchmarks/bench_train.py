@@ -158,7 +158,8 @@ def bench_apg(args, bank, student, device: torch.device, compiled: bool) -> dict
 
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     apg = AnalyticPolicyGradient(copy.deepcopy(student), bank, PointControlEnvCfg(compile=compiled),
-                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon),
+                                 APGConfig(envs=args.apg_envs, horizon=args.apg_horizon,
+                                           registry_share=args.apg_registry_share),
                                  generator=torch.Generator().manual_seed(2), device=device)
     steps = []
     t = timeit(lambda: steps.append(apg.update()), args.repeat, 1, sync)
@@ -185,6 +186,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--apg_envs", type=int, default=1024)
     p.add_argument("--apg_horizon", type=int, default=200)
+    p.add_argument("--apg_registry_share", type=float, default=0.0,
+                   help="share of APG flights on the registry models (the main job: 0.25; privileged teachers only)")
     p.add_argument("--skip_step", action="store_true", help="skip (a), e.g. without the bridge")
     p.add_argument("--paths", nargs="+", default=["compiled", "eager"], choices=["compiled", "eager"],
                    help="env step paths for (b) and (c)")

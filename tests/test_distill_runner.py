@@ -204,6 +204,19 @@ def test_resume_continues_exactly(tmp_path, teachers):
                            progress=False).run()
 
 
+def test_run_state_is_saved_at_checkpoint_epochs(tmp_path, teachers, monkeypatch):
+    """--checkpoint_every N: the actor and the run state every N epochs and at the last (a resume replays the rest)."""
+    from eyas.distill import checkpoint
+
+    saved, save = [], checkpoint.save_run_state
+    monkeypatch.setattr(checkpoint, "save_run_state", lambda log_dir, state: (saved.append(state["epoch"]),
+                                                                              save(log_dir, state)))
+    run = tmp_path / "every2"
+    DistillationRunner(_cfg(tmp_path, "every2", checkpoint_every=2), teachers=teachers, progress=False).run()
+    assert saved == [1, 2]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1", "2"]
+
+
 def test_aggregating_dataset_grows(tmp_path, teachers):
     runner = DistillationRunner(_cfg(tmp_path, "agg", on_policy=False, n_epochs=2), teachers=teachers, progress=False)
     runner.run()

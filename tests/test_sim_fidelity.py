@@ -295,3 +295,12 @@ def test_fused_step_is_the_reference_step(dtype):
 
 def pack_state17(s: State) -> torch.Tensor:
     return pack(s).double()
+
+
+def test_fused_step_clamps_at_the_state_limit():
+    """`fused` writes l2f's state limit as a literal (a module-level float costs torch.compile a second trace): it
+    must stay `dynamics.STATE_LIMIT`."""
+    from eyas.sim.dynamics import STATE_LIMIT
+
+    rows = fused._limited(torch.tensor([1e9, -1e9, 5.0], dtype=torch.float64))
+    assert rows.tolist() == [STATE_LIMIT, -STATE_LIMIT, 5.0]

@@ -39,7 +39,6 @@ import math
 from typing import Iterator, NamedTuple
 
 import torch
-from tensordict import TensorDict
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from eyas import sim
@@ -123,9 +122,8 @@ class AnalyticPolicyGradient:
             return episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
         params = episode_params(self.bank.teachers, block, self.env_cfg, self.generator)
         rows = torch.arange(block.rows).reshape(block.count, block.per_teacher)[:, keep:].reshape(-1)
-        names = sim.MODEL_NAMES
-        params.assign_(rows, sim.Params.cat([sim.model_params(names[i % len(names)], params.dtype, "cpu")
-                                             for i in range(len(rows))]))
+        models = sim.Params.cat([sim.model_params(name, params.dtype, "cpu") for name in sim.MODEL_NAMES])
+        params.assign_(rows, models[torch.arange(len(rows)) % len(sim.MODEL_NAMES)])  # the models in turn
         return env_with_dynamics(self.env_cfg, params, draw_seed(self.generator), self.device)
 
     def fly(self, detach_every: int | None = None) -> Iterator[Step]:
@@ -152,8 +150,7 @@ class AnalyticPolicyGradient:
             noise = env.observation_noise()
             if noise is not None:
                 observations = {"policy": observations["policy"] + noise, "teacher": observations["teacher"]}
-            labels = (self.bank.act(TensorDict(observations, batch_size=[env.num_envs]), block) if costs.imitation
-                      else None)
+            labels = self.bank.act(observations, block) if costs.imitation else None
             # step 0 eager: its state needs no gradient, and a second compiled graph for it would double the compile
             out = (self._flight_step if t > 0 else flight_step)(
                 weights, X, history, hidden, alive, labels, noise, P, env.target, features,

@@ -184,7 +184,8 @@ class DistillConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     apg: APGConfig = field(default_factory=APGConfig)
-    checkpoint_every: int = setting(1, "checkpoint every N epochs")
+    checkpoint_every: int = setting(1, "checkpoint (the actor, and the run state --resume continues from) every N "
+                                       "epochs and at the last")
     device: str = setting("auto", "auto, cpu, cuda, cuda:N")
     seed: int = setting(0, "seed of everything random in the run (one CPU generator)", resume=FIXED)
     log_dir: str = setting("runs/distill", "run directory (checkpoints, TensorBoard, plots)")

@@ -104,12 +104,13 @@ def termination_rows(x: Rows, P: torch.Tensor, target: torch.Tensor) -> Rows:
             enabled & (spinning[0] | spinning[1] | spinning[2]), ~finite)
 
 
-def norm(rows: Rows, eps: float = 0.0) -> torch.Tensor:
-    """Euclidean norm of a vector given as rows (``eps`` > 0 under the root: a finite gradient at 0)."""
+def norm(rows: Rows, eps: float | None = None) -> torch.Tensor:
+    """Euclidean norm of a vector given as rows (``eps`` under the root: a finite gradient at 0). No float default:
+    torch.compile would trace it as a symbolic input, then trace the whole step again to specialise it."""
     total = rows[0] * rows[0]
     for r in rows[1:]:
         total = total + r * r
-    return (total + eps).sqrt() if eps else total.sqrt()
+    return (total + eps).sqrt() if eps is not None else total.sqrt()
 
 
 def reward_rows(x: Rows, x_next: Rows, actions: Rows, last_action: Rows, P: torch.Tensor,

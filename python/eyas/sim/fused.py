@@ -28,7 +28,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from .dynamics import STATE_LIMIT, State
+from .dynamics import State
 from .params import Params
 from .tensor_tree import TensorTree
 
@@ -234,9 +234,15 @@ def step_rows(x: Rows, actions: Rows, d: DynamicsRows) -> Rows:
     nxt = [a + dt / 6 * b1 + dt / 3 * b2 + dt / 3 * b3 + dt / 6 * b4 for a, b1, b2, b3, b4 in zip(x0, k1, k2, k3, k4)]
     q = nxt[3:7]
     norm = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]).sqrt()
-    return (tuple(c.clamp(-STATE_LIMIT, STATE_LIMIT) for c in nxt[0:3]) + tuple(c / norm for c in q)
-            + tuple(c.clamp(-STATE_LIMIT, STATE_LIMIT) for c in nxt[7:13])
+    return (tuple(_limited(c) for c in nxt[0:3]) + tuple(c / norm for c in q) + tuple(_limited(c) for c in nxt[7:13])
             + tuple(torch.minimum(torch.maximum(c, d.action_min), d.action_max) for c in nxt[13:17]) + tuple(x[17:23]))
+
+
+def _limited(c: torch.Tensor) -> torch.Tensor:
+    """``c`` clamped to l2f's state limit (`eyas.sim.dynamics.STATE_LIMIT`), written as a literal: torch.compile
+    (dynamic=True) traces a module-level float as a symbolic input and then traces the whole step again to
+    specialise it, ~10 s more for every process's first step."""
+    return c.clamp(-100000.0, 100000.0)
 
 
 def step_packed(X: torch.Tensor, actions: torch.Tensor, P: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The `Teacher` interface: a deterministic expert that maps an observation batch to an action batch."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -64,7 +65,7 @@ class Teacher(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for t in self.net.state_dict().values():
+        for t in itertools.chain(self.net.parameters(), self.net.buffers()):  # not state_dict(): asked every step
             return t.device
         return torch.device("cpu")
 
