@@ -38,6 +38,10 @@ class EpisodeStarts:
     ``features`` (48) and the ``rotor_speeds`` (4, in [-1, 1]) that fill the action history. One tensor, so that
     moving starts between the env's rows and its reservoir is one indexing operation."""
 
+    STATE_ROWS = slice(0, fused.STATE.size)  # the blocks' rows in ``data`` (the parameters between, when present)
+    FEATURE_ROWS = slice(-52, -4)
+    ROTOR_SPEED_ROWS = slice(-4, None)
+
     def __init__(self, data: torch.Tensor, has_params: bool):
         self.data, self.has_params = data, has_params
 
@@ -48,7 +52,7 @@ class EpisodeStarts:
 
     @property
     def X(self) -> torch.Tensor:
-        return self.data[:fused.STATE.size]
+        return self.data[self.STATE_ROWS]
 
     @property
     def P(self) -> torch.Tensor | None:
@@ -56,11 +60,11 @@ class EpisodeStarts:
 
     @property
     def features(self) -> torch.Tensor:
-        return self.data[-52:-4]
+        return self.data[self.FEATURE_ROWS]
 
     @property
     def rotor_speeds(self) -> torch.Tensor:
-        return self.data[-4:]
+        return self.data[self.ROTOR_SPEED_ROWS]
 
     def __len__(self) -> int:
         return self.data.shape[1]
@@ -198,11 +202,12 @@ def transition(X: torch.Tensor, P: torch.Tensor, actions: torch.Tensor, noise: t
            "checks": torch.stack([count, torch.isnan(actions).any().long(), torch.isinf(actions).any().long()])}
     keep = ~dones
     starts = tuple(next_starts.unbind(0))
-    x_new = tuple(torch.where(dones, s, r) for s, r in zip(starts[:fused.STATE.size], x_next))
-    rotor_speeds = tuple(torch.where(dones, s, r) for s, r in zip(starts[-4:], normalized_rotor_speeds(x_next, P)))
+    x_new = tuple(torch.where(dones, s, r) for s, r in zip(starts[EpisodeStarts.STATE_ROWS], x_next))
+    rotor_speeds = tuple(torch.where(dones, s, r) for s, r in zip(starts[EpisodeStarts.ROTOR_SPEED_ROWS],
+                                                                  normalized_rotor_speeds(x_next, P)))
     previous = tuple(A.unbind(0)) + tuple(history.unbind(0))[:-4]
     history = tuple(torch.where(dones, rotor_speeds[k % 4], previous[k]) for k in range(len(previous)))
-    _, teacher = _observations(x_new, history, rotor_speeds, torch.where(dones, next_starts[-52:-4], features), target)
+    _, teacher = _observations(x_new, history, rotor_speeds, torch.where(dones, next_starts[EpisodeStarts.FEATURE_ROWS], features), target)
     # contiguous: the env feeds it back as next step's ``last_action``, and a transposed layout there would be a
     # second compiled graph (dynamo guards on strides)
     return out | {"X": torch.stack(x_new), "history": torch.stack(history), "last_action": (A * keep).contiguous(),

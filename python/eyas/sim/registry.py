@@ -182,16 +182,9 @@ def raptor_dynamics(name: str) -> dict:
 
 
 def model_params(name: str, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Params:
-    """Registry model `name` as a `Params` batch of one: RAPTOR motor order and RAPTOR's MDP, no disturbances. A new
-    copy on every call (built once per name, dtype and device: APG puts a model in each of ~100 rows per step)."""
-    key = (name, dtype, str(torch.empty(0, device=device).device))
-    if key not in _MODEL_PARAMS:
-        _MODEL_PARAMS[key] = Params.from_dict(
-            {"dynamics": raptor_dynamics(name), "integration": {"dt": DEFAULT_DT}, "mdp": RAPTOR_MDP,
-             "disturbances": NO_DISTURBANCES, "domain_randomization": DOMAIN_RANDOMIZATION_DISABLED,
-             "trajectory": POINT_TRAJECTORY},
-            dtype=dtype, device=device)
-    return _MODEL_PARAMS[key].clone()
-
-
-_MODEL_PARAMS: dict[tuple, Params] = {}
+    """Registry model `name` as a `Params` batch of one: RAPTOR motor order and RAPTOR's MDP, no disturbances."""
+    return Params.from_dict(
+        {"dynamics": raptor_dynamics(name), "integration": {"dt": DEFAULT_DT}, "mdp": RAPTOR_MDP,
+         "disturbances": NO_DISTURBANCES, "domain_randomization": DOMAIN_RANDOMIZATION_DISABLED,
+         "trajectory": POINT_TRAJECTORY},
+        dtype=dtype, device=device)
