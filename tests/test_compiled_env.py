@@ -40,6 +40,21 @@ def test_compiled_step_flies_like_the_eager_one(dynamics):
         assert torch.equal(a, b)  # the parameters come from the same draws, copied not computed
 
 
+@pytest.mark.compiled
+def test_one_compiled_step_serves_every_num_envs():
+    """Only the batch is symbolic in the compiled step (`transition.step_function`): a second env size reuses the
+    first one's graph, without a new trace."""
+    from torch._dynamo.utils import counters
+
+    PointControlEnv(PointControlEnvCfg(num_envs=48, seed=0, compile=True)).step(torch.zeros(48, 4))
+    compiled = counters["frames"]["ok"]
+    for n in (20, 300):
+        env = PointControlEnv(PointControlEnvCfg(num_envs=n, seed=0, compile=True))
+        env.step(torch.zeros(n, 4))
+        env.step(torch.zeros(n, 4))
+    assert counters["frames"]["ok"] == compiled
+
+
 def test_a_failing_compile_falls_back_to_eager(monkeypatch):
     def broken(fn, **kwargs):
         def call(*args, **kw):

@@ -19,6 +19,7 @@ from eyas.envs import (
     evaluate,
     policy_observation,
 )
+from eyas.envs import point_control
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
@@ -198,6 +199,41 @@ def test_every_new_episode_starts_from_its_own_draw():
         torch.testing.assert_close(env.action_history[ids, 0], rotor_speeds)  # history = the start's rotor speeds
         torch.testing.assert_close(obs["policy"][ids, :3], env.state.position[ids])
     assert started > 16
+
+
+def test_refills_use_every_drawn_start_once_in_order(monkeypatch):
+    """Randomised starts come from a reservoir drawn in batches: a take that needs more than is left gets the old
+    reservoir's last starts, then the new one's first. No drawn start is skipped or used twice (`_take_starts`)."""
+    drawn = []
+    draw = PointControlEnv._draw_starts
+
+    def recorded(self, params, P=None):
+        starts = draw(self, params, P)
+        drawn.append(starts.data.clone())
+        return starts
+
+    monkeypatch.setattr(point_control, "RESERVOIR", 24)  # max(4 num_envs, 24): a refill every few takes
+    monkeypatch.setattr(PointControlEnv, "_draw_starts", recorded)
+    env = make(num_envs=4, dynamics="randomized", seed=3)  # takes 4 + 4 starts (the episodes, the next ones)
+    counts = (3, 4, 4, 3, 4, 4, 4, 2, 4, 4, 4, 4, 1, 4)  # the 5th take straddles the first refill (2 left + 2 new)
+    taken = torch.cat([env._take_starts(k).data for k in counts], 1)
+    assert len(drawn) == 3  # 8 + 53 starts from reservoirs of 24
+    assert torch.equal(taken, torch.cat(drawn, 1)[:, 8:8 + sum(counts)])
+
+
+def test_observations_handed_out_are_never_written_into():
+    """The teacher observation's feature entries are the env's dynamics features (it reads them back next step), yet
+    a reset or a loaded state writes into no observation handed out before."""
+    env = make(num_envs=8, dynamics="randomized", seed=1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        obs, *_ = env.step(torch.rand(8, 4, generator=g) * 2 - 1)
+    assert torch.equal(env.dynamics_features, obs["teacher"][:, 26:])
+    held, saved = obs["teacher"].clone(), env.state_dict()
+    env.reset()
+    env.load_state_dict(saved)
+    env.reset(seed=2)
+    assert torch.equal(obs["teacher"], held)
 
 
 def test_seed_determinism_and_float64():

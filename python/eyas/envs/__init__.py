@@ -13,9 +13,9 @@ from .point_control import (
     PointControlEnvCfg,
     RewardCfg,
     TerminationCfg,
-    dynamics_features,
     make_env,
 )
+from .features import dynamics_features
 from .transition import policy_observation
 from .rollout import EpisodeStats, PolicyFn, evaluate, rollout, student_policy_fn
 

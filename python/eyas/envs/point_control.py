@@ -46,7 +46,8 @@ Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
 to their next episode, whose start (parameters for randomised dynamics, initial state) every row holds drawn ahead;
 the step runs compiled (`eyas.envs.transition`). Observations are (num_envs, n) views of row-packed buffers
 (`eyas.sim.fused`, a new one every step): not contiguous; without observation noise the policy group views the
-teacher group's first entries. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
+teacher group's first entries. The env reads the teacher group's dynamics features back in its next step: treat
+observations as read-only (copy one before writing into it). `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
 the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
 `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
 |p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
@@ -69,10 +70,10 @@ from eyas.sim.fused import PARAMS
 from . import transition
 from .config import (InitCfg, ObservationNoiseCfg, PointControlEnvCfg, RewardCfg, TerminationCfg,  # noqa: F401
                      env_dtype)
+from .features import NUM_DYNAMICS_FEATURES, dynamics_features
 from .transition import EpisodeStarts
 
 NUM_ACTIONS = 4
-NUM_DYNAMICS_FEATURES = 48
 RESERVOIR = 16384  # randomised episode starts drawn per batch, at least (a draw costs ~200 eager ops)
 
 
@@ -132,7 +133,7 @@ class PointControlEnv(VecEnv, gym.Env):
         self._params_view: Params | None = None
         self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
         self._A = torch.zeros(NUM_ACTIONS, n, **kwargs)  # l2f StateLastAction (d_action reward)
-        self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features
+        self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features (`step`)
         self._action_buffers: dict[torch.dtype, torch.Tensor] = {}  # `_checked`
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
@@ -223,11 +224,15 @@ class PointControlEnv(VecEnv, gym.Env):
         states drawn from the env's generator; the parameters themselves are kept for randomised dynamics only
         (fixed ones stay in their rows)."""
         state = sim.sample_initial_state(params, self.generator)
-        X = fused.pack_state(state, self.dtype)
-        P = PARAMS.pack(params, self.dtype) if P is None else P
-        rotor_speeds = torch.stack(transition.normalized_rotor_speeds(tuple(X.unbind(0)), P))
-        return EpisodeStarts.of(X, P if self._fixed_params is None else None,
-                                dynamics_features(params, state).T.to(self.dtype), rotor_speeds)
+        starts = EpisodeStarts.empty(params.batch_size, self._fixed_params is None, self.dtype, self.device)
+        X = fused.pack_state(state, self.dtype, out=starts.X)
+        if P is None:
+            P = PARAMS.pack(params, self.dtype, out=starts.P)
+        elif starts.has_params:
+            starts.P.copy_(P)
+        torch.stack(transition.normalized_rotor_speeds(tuple(X.unbind(0)), P), out=starts.rotor_speeds)
+        starts.features.copy_(dynamics_features(params, state).T)
+        return starts
 
     def _begin(self, rows: torch.Tensor | slice, starts: EpisodeStarts) -> None:
         """Start new episodes in ``rows`` from ``starts`` (one column each)."""
@@ -235,6 +240,7 @@ class PointControlEnv(VecEnv, gym.Env):
         if starts.P is not None:
             self._P[:, rows] = starts.P
             self._params_view = None
+        self._F = self._F.clone()  # it views the last teacher observation handed out (`step`): not written into
         self._F[:, rows] = starts.features
         self._H[:, rows] = starts.rotor_speeds.repeat(self.cfg.action_history_length, 1)
         self._A[:, rows] = 0
@@ -247,10 +253,12 @@ class PointControlEnv(VecEnv, gym.Env):
         if self._fixed_params is not None:
             return self._draw_starts(PARAMS.unpack(self._P), self._P)
         if self._reservoir is None or self._reservoir_used + count > len(self._reservoir):
-            fresh = self._draw_starts(self._new_params(max(4 * self.num_envs, RESERVOIR)))
-            self._reservoir = fresh if self._reservoir is None else self._reservoir.columns(
-                slice(self._reservoir_used, None)).cat(fresh)
+            rest = None if self._reservoir is None else self._reservoir.columns(slice(self._reservoir_used, None))
+            self._reservoir = self._draw_starts(self._new_params(max(4 * self.num_envs, RESERVOIR)))
             self._reservoir_used = 0
+            if rest is not None and len(rest):  # the old reservoir's last starts first, then the new one's
+                self._reservoir_used = count - len(rest)
+                return rest.cat(self._reservoir.columns(slice(0, self._reservoir_used)))
         taken = self._reservoir.columns(slice(self._reservoir_used, self._reservoir_used + count))
         self._reservoir_used += count
         return taken
@@ -261,6 +269,13 @@ class PointControlEnv(VecEnv, gym.Env):
         self._begin(slice(None), self._take_starts(self.num_envs))
         self._next = self._take_starts(self.num_envs)
         self._next.data = self._next.data.contiguous()
+        self._mark_batch_dims()
+
+    def _mark_batch_dims(self) -> None:
+        """The batch dimension of what the next step reads, symbolic if that step compiles (`transition.step_function`)."""
+        if self._transition is not transition.transition:
+            transition.mark_batch_dims(1, self._X, self._P, self._A, self._H, self._F, self._next.data)
+            transition.mark_batch_dims(0, self.episode_length_buf, self.episode_return, *self._action_buffers.values())
 
     def _renew_next(self, rows: torch.Tensor) -> None:
         """``rows`` just began the episode their next start held: draw ahead their next one."""
@@ -326,9 +341,11 @@ class PointControlEnv(VecEnv, gym.Env):
             if nxt.has_params:
                 self._P.index_copy_(1, rows, nxt.P.index_select(1, rows))
                 self._params_view = None
-            self._F.index_copy_(1, rows, nxt.features.index_select(1, rows))
             self._renew_next(rows)
         teacher = out["teacher"]
+        # every row's features as the step wrote them into the teacher observation (the finished rows' new ones):
+        # a view, not a copy of the finished columns (at 4,096 envs that copy cost ~8 % of a step)
+        self._F = teacher[self.num_obs + 4:]
         return self._observations(teacher[:self.num_obs], teacher), out["rewards"], out["dones"].long(), extras
 
     def _checked(self, actions: torch.Tensor) -> torch.Tensor:
@@ -346,6 +363,7 @@ class PointControlEnv(VecEnv, gym.Env):
         if staged is None:
             staged = self._action_buffers[actions.dtype] = torch.empty(self.num_envs, NUM_ACTIONS, dtype=actions.dtype,
                                                                        device=self.device)
+            self._mark_batch_dims()
         return staged.copy_(actions.detach())
 
     def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
@@ -374,11 +392,12 @@ class PointControlEnv(VecEnv, gym.Env):
         self._params_view = None
         for k in _BUFFERS:
             getattr(self, k).copy_(saved[k])
-        for k, packed in _PACKED.items():
-            getattr(self, packed).copy_(saved[k].reshape(self.num_envs, -1).T)
+        for k, packed in _PACKED.items():  # new tensors: the features may view an observation handed out
+            setattr(self, packed, saved[k].reshape(self.num_envs, -1).T.to(self.device, self.dtype).contiguous())
         self.generator.set_state(saved["generator"])
         self._reservoir, self._reservoir_used = _starts(saved.get("reservoir"), self.device), 0
         self._next = _starts(saved.get("next_starts"), self.device) or self._take_starts(self.num_envs)
+        self._mark_batch_dims()
 
     def close(self) -> None:
         pass
@@ -412,35 +431,6 @@ def _packed_state_dict(saved: dict) -> dict:
             fused.pack_state(tree(fused.STATE.example, leaves[n:n + 7])), PARAMS.pack(tree(PARAMS.example, leaves[:n])),
             *(t.T for t in leaves[n + 7:])))
     return out
-
-
-def dynamics_features(params: Params, state: State) -> torch.Tensor:
-    """(B, 48) privileged dynamics features of the teacher observation (layout in the module docstring)."""
-    d = params.dynamics
-    n = params.batch_size
-    weight = d.mass * torch.linalg.vector_norm(d.gravity, dim=-1)
-    max_speed = d.action_limit.max[:, None, None]
-    powers = torch.cat([torch.ones_like(max_speed), max_speed, max_speed * max_speed], dim=-1)  # (B, 1, 3)
-    rotor_distance = torch.linalg.vector_norm(d.rotor_positions, dim=-1)
-    arm = rotor_distance.amax(-1)
-    j_inv_diagonal = torch.diagonal(d.J_inv, dim1=-2, dim2=-1)
-    force = state.force if state.force is not None else torch.zeros_like(state.position)
-    torque = state.torque if state.torque is not None else torch.zeros_like(state.position)
-    features = torch.cat([
-        d.mass.log()[:, None],
-        sim.thrust_to_weight_ratio(params)[:, None],
-        (arm / 0.1)[:, None],
-        j_inv_diagonal.abs().clamp(min=1e-12).log10(),
-        (d.rotor_thrust_coefficients * powers / weight[:, None, None]).reshape(n, 12),
-        (d.rotor_positions / arm[:, None, None]).reshape(n, 12),
-        d.rotor_torque_constants * 100,
-        d.rotor_time_constants_rising / 0.1,
-        d.rotor_time_constants_falling / 0.1,
-        force / weight[:, None],
-        (d.J_inv * torque[:, None, :]).sum(-1) / 100,
-    ], dim=-1)
-    assert features.shape[-1] == NUM_DYNAMICS_FEATURES
-    return features
 
 
 def make_env(cfg: PointControlEnvCfg | None = None, **overrides) -> PointControlEnv:

@@ -68,14 +68,15 @@ class TreeLayout:
             flat = flat * n + i
         return leaf.offset + flat
 
-    def pack(self, tree: TensorTree, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """(size, B) contiguous: every leaf of ``tree`` (the layout's type) in its rows."""
+    def pack(self, tree: TensorTree, dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(size, B) contiguous: every leaf of ``tree`` (the layout's type) in its rows (written into ``out`` when
+        given, a contiguous (size, B) tensor of ``dtype``)."""
         leaves = list(_named_leaves(tree))
         if [n for n, _ in leaves] != list(self.leaves):
             raise ValueError(f"{type(tree).__name__} does not have the layout's leaves")
         dtype = dtype or tree.dtype
         batch = leaves[0][1].shape[0]
-        return torch.cat([t.reshape(batch, -1).to(dtype).T for _, t in leaves])
+        return torch.cat([t.reshape(batch, -1).to(dtype).T for _, t in leaves], out=out)
 
     def unpack(self, packed: torch.Tensor) -> TensorTree:
         """The tree of ``packed`` (size, B): (B, *shape) views of its rows; boolean leaves as copies (``!= 0``)."""
@@ -114,12 +115,12 @@ STATE = TreeLayout(State(*(torch.zeros(1, n) for n in (3, 4, 3, 3, 4, 3, 3))))
 PARAMS = TreeLayout(_example_params())
 
 
-def pack_state(state: State, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(23, B) packed `State`; a missing force or torque packs as zeros."""
+def pack_state(state: State, dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(23, B) packed `State` (into ``out`` when given); a missing force or torque packs as zeros."""
     zeros = torch.zeros_like(state.position)
     full = dataclasses.replace(state, force=zeros if state.force is None else state.force,
                                torque=zeros if state.torque is None else state.torque)
-    return STATE.pack(full, dtype)
+    return STATE.pack(full, dtype, out)
 
 
 # ------------------------------------------------------------------------------------------- the dynamics rows
