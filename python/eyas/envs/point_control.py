@@ -47,11 +47,11 @@ to their next episode, whose start (parameters for randomised dynamics, initial 
 the step runs compiled (`eyas.envs.transition`). Observations are (num_envs, n) views of row-packed buffers
 (`eyas.sim.fused`, a new one every step): not contiguous; without observation noise the policy group views the
 teacher group's first entries. The env reads the teacher group's dynamics features back in its next step: treat
-observations as read-only (copy one before writing into it). `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]`
-the others that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
-`linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
-|p - target| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics
-for rsl_rl's logger (return, length, share terminated, share per termination condition).
+observations as read-only (copy one before writing into it). `extras["time_outs"]` marks episodes cut by the time
+limit, `extras["terminated"]` the others that ended, `extras["termination_terms"]` which conditions each terminated
+one met (`position`, `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`),
+`extras["position_error"]` is |p - target| of the state reached by this step (before any reset), and `extras["log"]`
+holds episode statistics for rsl_rl's logger (return, length, share terminated, share per termination condition).
 """
 from __future__ import annotations
 
@@ -272,7 +272,7 @@ class PointControlEnv(VecEnv, gym.Env):
         self._mark_batch_dims()
 
     def _mark_batch_dims(self) -> None:
-        """The batch dimension of what the next step reads, symbolic if that step compiles (`transition.step_function`)."""
+        """The batch dimension of what the next step reads: symbolic if that step compiles (`step_function`)."""
         if self._transition is not transition.transition:
             transition.mark_batch_dims(1, self._X, self._P, self._A, self._H, self._F, self._next.data)
             transition.mark_batch_dims(0, self.episode_length_buf, self.episode_return, *self._action_buffers.values())

@@ -12,9 +12,9 @@ as rows too. Inductor then fuses the step into a few loops over the batch, 16 ro
 the (B, 4) actions are read across rows.
 
 Compilation (`PointControlEnvCfg.compile`; None reads the environment variable ``EYAS_COMPILE``, default on, ``0``
-for eager): one graph with a symbolic batch size (everything else fixed) serves every ``num_envs``. Inductor keeps its kernels in
-``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``), so a second run pays the tracing (seconds), not
-the first compile (~30-60 s on 2 cores). A compile that fails leaves one warning and the eager function.
+for eager): one graph with a symbolic batch size (everything else fixed) serves every ``num_envs``. Inductor keeps
+its kernels in ``TORCHINDUCTOR_CACHE_DIR`` (default ``~/.cache/eyas/inductor``), so a second run pays the tracing
+(seconds), not the first compile (~30-60 s on 2 cores). A compile that fails leaves one warning and the eager function.
 Compiled and eager results agree to float rounding (inductor reorders and fuses arithmetic), not bit for bit.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ class EpisodeStarts:
     @classmethod
     def empty(cls, count: int, has_params: bool, dtype: torch.dtype, device) -> "EpisodeStarts":
         """Room for ``count`` starts, to be written block by block (no concatenation: a reservoir holds ~14 MB)."""
-        rows = fused.STATE.size + (fused.PARAMS.size if has_params else 0) + 52
+        rows = fused.STATE.size + (fused.PARAMS.size if has_params else 0) - cls.FEATURE_ROWS.start
         return cls(torch.empty(rows, count, dtype=dtype, device=device), has_params)
 
     @property
