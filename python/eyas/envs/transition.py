@@ -212,7 +212,8 @@ def transition(X: torch.Tensor, P: torch.Tensor, actions: torch.Tensor, noise: t
                                                                   normalized_rotor_speeds(x_next, P)))
     previous = tuple(A.unbind(0)) + tuple(history.unbind(0))[:-4]
     history = tuple(torch.where(dones, rotor_speeds[k % 4], previous[k]) for k in range(len(previous)))
-    _, teacher = _observations(x_new, history, rotor_speeds, torch.where(dones, next_starts[EpisodeStarts.FEATURE_ROWS], features), target)
+    features = torch.where(dones, next_starts[EpisodeStarts.FEATURE_ROWS], features)
+    _, teacher = _observations(x_new, history, rotor_speeds, features, target)
     # contiguous: the env feeds it back as next step's ``last_action``, and a transposed layout there would be a
     # second compiled graph (dynamo guards on strides)
     return out | {"X": torch.stack(x_new), "history": torch.stack(history), "last_action": (A * keep).contiguous(),
