@@ -6,7 +6,7 @@ environments on CPU (and CUDA when available), with randomised dynamics and rand
 
 * eyas env   `PointControlEnv.step`: physics, 22-D + 74-D observations, reward, termination, auto-reset
                (new dynamics parameters and initial state for finished episodes), on the compiled path
-               (`eyas.envs.transition` under torch.compile) and the eager one (`--paths`)
+               (`eyas.envs.step.env_step` under torch.compile) and the eager one (`--paths`)
 * eyas sim   the env's RK4 physics alone (`eyas.sim.fused.step_packed`), compiled or eager alike
 * l2f        `vectorN.step` + `observe` + `terminated` + `sample_initial_state_if_truncated` (the eyas env's work
                less the reward, the 74-D teacher observation and re-drawing parameters at every episode start), at
@@ -33,7 +33,8 @@ import time
 import numpy as np
 import torch
 
-from eyas.envs import PointControlEnv, PointControlEnvCfg, transition
+from eyas.compilation import compiled_function
+from eyas.envs import PointControlEnv, PointControlEnvCfg
 from eyas.sim import fused
 
 
@@ -67,7 +68,7 @@ def bench_eyas(num_envs: int, device: str, seconds: float, compiled: bool) -> tu
 
     env_rate = timed(env_step, seconds, sync) * num_envs
     X, P = env.packed_state, env.packed_params
-    physics = transition.compiled_function(fused.step_packed) if compiled else fused.step_packed
+    physics = compiled_function(fused.step_packed) if compiled else fused.step_packed
 
     staged = torch.empty_like(actions[0])  # one storage offset for every call, as the env stages its actions
 

@@ -14,9 +14,9 @@
                                      [--batch_size 64 --sequence_length 500] [--paths compiled eager] [--json out.json]
 
 (b) and (c) run once per env path (`--paths`, default both): "compiled" builds the envs with
-`PointControlEnvCfg(compile=True)` (the env step under torch.compile, `eyas.envs.transition`; its first compile
+`PointControlEnvCfg(compile=True)` (the env step under torch.compile, `eyas.envs.step.env_step`; its first compile
 falls into the offset estimation, which is not part of the epoch figures), "eager" with compile=False. The APG
-step follows the env's setting (`eyas.distill.apg_flight.flight_step` compiled, forward and backward; its first
+step follows the env's setting (`eyas.distill.apg.flight_step` compiled, forward and backward; its first
 compile falls into `timeit`'s warm-up call). `--json PATH` writes {"apg_step_s": {"compiled", "eager"},
 "collect_epoch_s": {"compiled", "eager"}} (collect_epoch_s: the DAgger collection of one epoch, (b)) beside the
 full figures ("step", "epoch" and "apg" per path, "info"); a path not run is null.

@@ -1,9 +1,9 @@
-"""Where a `PointControlEnv.step` goes: the compiled transition, the next-start renewal, the rest.
+"""Where a `PointControlEnv.step` goes: the compiled env step, the next-start renewal, the rest.
 
 Times `bench_env.py`'s workload (randomised dynamics, random actions: episodes end every ~30 steps, so resets weigh
 far more than in training) with the env's own methods wrapped by timers, nothing re-implemented:
 
-* transition   the compiled (or eager) `eyas.envs.transition.transition` call: dynamo's guards, the wrapper, the kernel
+* transition   the compiled (or eager) `eyas.envs.step.env_step` call: dynamo's guards, the wrapper, the kernel
 * renewal      `_renew_next` for the rows that finished: their next episode start copied in, with the reservoir
                refills it triggers (`_take_starts`: one batched draw of max(4 B, 16,384) randomised starts)
 * rest         everything else in `step`: action staging, the host read, the finished rows' parameters and
@@ -38,7 +38,7 @@ def breakdown(num_envs: int, steps: int, compiled: bool) -> dict:
     for k in range(100):  # first compile, a reservoir refill
         env.step(actions[k % 64])
     spent = Counter()
-    env._transition = timed(spent, "transition", env._transition)
+    env._step = timed(spent, "transition", env._step)
     env._renew_next = timed(spent, "renewal", env._renew_next)
     env._take_starts = timed(spent, "of which reservoir", env._take_starts)
     finished = 0
@@ -55,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 4096])
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--eager", action="store_true", help="the eager transition instead of the compiled one")
+    p.add_argument("--eager", action="store_true", help="the eager env step instead of the compiled one")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, {'eager' if args.eager else 'compiled'}; microseconds per step")

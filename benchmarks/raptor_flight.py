@@ -74,7 +74,9 @@ def fly_in_l2f(policy: torch.nn.Module, params: Params, steps: int = 500, tail_s
     return EpisodeStats(returns=torch.full((n,), math.nan, dtype=torch.float64),
                         lengths=torch.as_tensor(length[:n], dtype=torch.long),
                         terminated=torch.as_tensor(~alive[:n]), position_error=torch.as_tensor(tail[:n]),
-                        final_position_error=torch.as_tensor(final[:n], dtype=torch.float64), tail_steps=tail_steps)
+                        final_position_error=torch.as_tensor(final[:n], dtype=torch.float64),
+                        rms_error=torch.full((n,), math.nan, dtype=torch.float64),
+                        settling_steps=torch.full((n,), math.nan, dtype=torch.float64), tail_steps=tail_steps)
 
 
 def evaluation_params(dynamics: str, episodes: int, seed: int) -> Params:

@@ -1,11 +1,12 @@
-"""The compiled env step (`eyas.envs.transition` under torch.compile) flies like the eager one, and falls back."""
+"""The compiled env step (`eyas.envs.step.env_step` under torch.compile) flies like the eager one, and falls back."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from eyas.envs import PointControlEnv, PointControlEnvCfg
-from eyas.envs import transition
+from eyas import compilation
+from eyas.envs import step as env_step_module
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -42,7 +43,7 @@ def test_compiled_step_flies_like_the_eager_one(dynamics):
 
 @pytest.mark.compiled
 def test_one_compiled_step_serves_every_num_envs():
-    """Only the batch is symbolic in the compiled step (`transition.step_function`): a second env size reuses the
+    """Only the batch is symbolic in the compiled step (`eyas.compilation.mark_batch_dims`): a second env size reuses the
     first one's graph, without a new trace."""
     from torch._dynamo.utils import counters
 
@@ -61,7 +62,7 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
             raise RuntimeError("no C++ compiler")
         return call
 
-    monkeypatch.setattr(transition, "_COMPILED", {})
+    monkeypatch.setattr(compilation, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", broken)
     env = PointControlEnv(PointControlEnvCfg(num_envs=8, seed=0, compile=True))
     eager = PointControlEnv(PointControlEnvCfg(num_envs=8, seed=0, compile=False))
@@ -73,9 +74,9 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
 
 def test_the_compile_setting(monkeypatch):
     monkeypatch.setenv("EYAS_COMPILE", "0")
-    assert transition.compile_enabled(None) is False and transition.compile_enabled(True) is True
+    assert compilation.compile_enabled(None) is False and compilation.compile_enabled(True) is True
     monkeypatch.setenv("EYAS_COMPILE", "1")
-    assert transition.compile_enabled(None) is True and transition.compile_enabled(False) is False
+    assert compilation.compile_enabled(None) is True and compilation.compile_enabled(False) is False
     monkeypatch.delenv("EYAS_COMPILE")
-    assert transition.compile_enabled(None) is True
-    assert PointControlEnv(PointControlEnvCfg(num_envs=2, compile=False))._transition is transition.transition
+    assert compilation.compile_enabled(None) is True
+    assert PointControlEnv(PointControlEnvCfg(num_envs=2, compile=False))._step is env_step_module.env_step

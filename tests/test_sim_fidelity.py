@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from eyas import sim
-from eyas.envs import policy_observation, transition
+from eyas.compilation import compiled_function
+from eyas.envs import policy_observation
 from eyas.sim import Params, State, fused
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "l2f"
@@ -40,11 +41,11 @@ def fused_step(state, action, params, validate=True):
 
 
 def compiled_fused_step(state, action, params, validate=True):
-    """The fused form compiled by inductor as the env compiles it (`eyas.envs.transition.compiled_function`): fused
+    """The fused form compiled by inductor as the env compiles it (`eyas.compilation.compiled_function`): fused
     and reordered arithmetic is one more float32 implementation, so the same two-implementation bound applies."""
     sim.check_inputs(state, action, params, validate)
     X = fused.pack_state(state)
-    step = transition.compiled_function(fused.step_packed)
+    step = compiled_function(fused.step_packed)
     return fused.unpack_state(step(X, action, fused.PARAMS.pack(params, X.dtype)))
 
 

@@ -15,6 +15,8 @@ COMMANDS = {
     "distill": ("eyas.distill.cli", "distill teachers into a GRU student (rl-tools post-training semantics)"),
     "teacher": ("eyas.teachers.cli", "train and evaluate PPO teachers (rsl_rl) on the embedded env"),
     "fly": ("eyas.envs.fly", "fly a policy checkpoint in the embedded quadrotor env and report/plot"),
+    "evaluate": ("eyas.scorecard.cli", "RAPTOR's evaluation protocol (hover, tracking, latency, wind, weak motor, "
+                 "noise, unseen platforms) for students beside RAPTOR"),
 }
 
 

@@ -58,16 +58,21 @@ def gru_sequence(gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, h0: t
     return out, rz, n, gh
 
 
+def gru_cell(gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, h: torch.Tensor):
+    """One step of the recurrence from ``h`` (B, H) with ``gi = x W_ih^T + b_ih`` (B, 3H), differentiable (no
+    in-place ops): ``(h', r|z, n, W_hh h + b_hh)``; the same ops, in the same order, as `gru_sequence`'s loop."""
+    hd = h.shape[-1]
+    gh = torch.addmm(b_hh, h, w_hh.t())
+    rz = torch.sigmoid(gi[:, : 2 * hd] + gh[:, : 2 * hd])
+    n = torch.tanh(torch.addcmul(gi[:, 2 * hd :], rz[:, :hd], gh[:, 2 * hd :]))
+    return torch.lerp(n, h, rz[:, hd:]), rz, n, gh
+
+
 def _single_step(gi, w_hh, b_hh, h0, h, reset):
     """`gru_sequence` for a sequence of one step (bit-identical: the same ops in the same order)."""
-    hd = h.shape[-1]
     if reset is not None:
         h = torch.where(reset[0].unsqueeze(1), h0, h)
-    gh = torch.addmm(b_hh, h, w_hh.t())
-    rz = torch.add(gi[0, :, : 2 * hd], gh[:, : 2 * hd]).sigmoid_()
-    n = torch.addcmul(gi[0, :, 2 * hd :], rz[:, :hd], gh[:, 2 * hd :]).tanh_()
-    out = torch.lerp(n, h, rz[:, hd:])
-    return out.unsqueeze(0), rz.unsqueeze(0), n.unsqueeze(0), gh.unsqueeze(0)
+    return tuple(t.unsqueeze(0) for t in gru_cell(gi[0], w_hh, b_hh, h))
 
 
 def _previous_states(out: torch.Tensor, h_start: torch.Tensor, h0: torch.Tensor, reset: torch.Tensor | None):

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from eyas.gru import RecurrentGRU, gru_sequence
+from eyas.gru import RecurrentGRU, gru_cell, gru_sequence
 
 GradientMode = Literal["rltools", "exact"]
 
@@ -238,3 +238,32 @@ class StudentPolicy(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gradient_mode={self.gradient_mode!r}, auto_reset_steps={self.auto_reset_steps}"
+
+
+class StudentWeights(NamedTuple):
+    """A `StudentPolicy`'s parameters as plain tensors (the module's own: gradients reach it), for `policy_step`."""
+
+    w_in: torch.Tensor   # (H, obs)
+    b_in: torch.Tensor   # (H,)
+    w_ih: torch.Tensor   # (3H, H), gates (r, z, n)
+    b_ih: torch.Tensor
+    w_hh: torch.Tensor   # (3H, H)
+    b_hh: torch.Tensor
+    w_out: torch.Tensor  # (A, H)
+    b_out: torch.Tensor
+
+    @classmethod
+    def of(cls, student: StudentPolicy) -> "StudentWeights":
+        g = student.gru
+        return cls(student.input_layer.weight, student.input_layer.bias, g.weight_ih_l0, g.bias_ih_l0,
+                   g.weight_hh_l0, g.bias_hh_l0, student.output_layer.weight, student.output_layer.bias)
+
+
+def policy_step(w: StudentWeights, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(action, h')`` of one `StudentPolicy` step from hidden state ``h`` (B, H), pure and differentiable (exact
+    autograd), without the module's input checks (which would break a compiled graph): x = relu(W_in o + b_in),
+    the GRU cell (`eyas.gru.gru_cell`), action = W_out h' + b_out. The same ops as the module's step-wise
+    evaluation, so a flight of it equals a rollout of the module bit for bit."""
+    x = torch.relu(nn.functional.linear(obs, w.w_in, w.b_in))
+    h_next = gru_cell(nn.functional.linear(x, w.w_ih, w.b_ih), w.w_hh, w.b_hh, h)[0]
+    return nn.functional.linear(h_next, w.w_out, w.b_out), h_next

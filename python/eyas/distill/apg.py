@@ -42,18 +42,65 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from eyas import sim
+from eyas.compilation import compile_enabled, compiled_function
 from eyas.distill.collect import draw_seed, env_with_dynamics, episode_env, episode_params
-from eyas.distill.apg_flight import CostWeights, StudentWeights, flight_step
 from eyas.distill.config import APGConfig
 from eyas.distill.distributed import World
-from eyas.envs import transition
 from eyas.envs.isaaclab_task import IsaacLabTask
+from eyas.envs.step import EnvState, Settings, advance, norm, observe
+from eyas.model import StudentPolicy, StudentWeights, policy_step
 from eyas.sim import fused
-from eyas.model import StudentPolicy
+from eyas.sim.fused import param_rows
 from eyas.teachers import Block, TeacherBank
 
 
 STATS = ("loss", "cost", "imitation", "terminated", "grad_norm")  # what `AnalyticPolicyGradient.update` reports
+
+
+class CostWeights(NamedTuple):
+    """The APG cost's constant weights (floats, fixed for a run; the step-dependent position weight is a tensor)."""
+
+    tilt: float
+    barrier: float
+    barrier_start: float
+    imitation: bool
+
+
+def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: torch.Tensor,
+                labels: torch.Tensor | None, noise: torch.Tensor | None, settings: Settings,
+                position_weight: torch.Tensor, c: CostWeights) -> dict:
+    """One step of every flight, pure (no random draws, no host reads), compiled by `AnalyticPolicyGradient`: the
+    student observes the state (`eyas.envs.step.observe`, plus the ``noise`` drawn for it), acts
+    (`eyas.model.policy_step`), the env steps (`eyas.envs.step.advance`), and the step's cost is summed over the
+    ``alive`` rows. Rows that were not alive, or terminate now, keep their last state, cut from the graph. Returns
+    the next ``state``, ``hidden`` and ``alive``, ``terminated`` (rows ending by a termination at this step), the
+    sums ``cost``, ``imitation`` and ``running``, and the next state's noise-free ``teacher`` observation rows
+    (detached, for the teachers' next labels; the policy's are its first rows)."""
+    policy, _ = observe(s, settings)
+    obs = policy.T if noise is None else policy.T + noise
+    actions, hidden_next = policy_step(w, obs.to(w.w_in.dtype), hidden)
+    nxt, out = advance(s, actions, settings)
+    terminated = out.terminated & alive
+    qx, qy = nxt.X[4], nxt.X[5]
+    limit = lambda name: param_rows(s.P, f"mdp.termination.{name}_threshold")  # noqa: E731
+    change = [a - b for a, b in zip(nxt.A.unbind(0), s.H[:4].unbind(0))]
+    cost = ((param_rows(s.P, "mdp.reward.position") + position_weight) * norm(out.position_error, 1e-12)
+            + param_rows(s.P, "mdp.reward.d_action") * norm(change, 1e-12)  # eps: finite gradients at 0
+            + c.tilt * (2 * qx * qx + 2 * qy * qy))  # 1 - R_zz
+    for threshold, values in ((limit("position"), out.position_error), (limit("linear_velocity"), out.velocity_error),
+                              (limit("angular_velocity"), tuple(nxt.X[10:13].unbind(0)))):
+        for v in values:
+            cost = cost + c.barrier * torch.relu(v.abs() - c.barrier_start * threshold).square()
+    result = {"cost": torch.where(alive, cost, 0).sum(), "running": alive.sum(), "terminated": terminated}
+    if labels is not None and c.imitation:
+        imitation = (actions - labels.to(actions.dtype)).square().mean(-1)
+        result["imitation"] = torch.where(alive, imitation, 0).sum()
+    keep = alive & ~terminated
+    result["state"] = nxt.where(keep, s.detached())
+    result["hidden"] = torch.where(keep[:, None], hidden_next, hidden.detach())
+    result["alive"] = keep
+    result["teacher"] = observe(result["state"].detached(), settings)[1]
+    return result
 
 
 class Step(NamedTuple):
@@ -63,7 +110,7 @@ class Step(NamedTuple):
     labels: torch.Tensor | None  # the teachers' actions on that state (None without the imitation term)
     alive: torch.Tensor  # (n,) bool: the row's episode runs at this step
     terminated: torch.Tensor  # (n,) bool: the row's episode ends by a termination at this step
-    sums: dict  # the step's cost sums over running rows (`apg_flight.flight_step`): cost, running, imitation
+    sums: dict  # the step's cost sums over running rows (`flight_step`): cost, running, imitation
     last: bool  # the flights' last step (horizon reached, or every row ended)
 
     @property
@@ -93,8 +140,8 @@ class AnalyticPolicyGradient:
         self.per_teacher = cfg.envs // self.teachers_per_batch
         self._next_teacher = 0
         # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
-        compiled = transition.compile_enabled(getattr(env_cfg, "compile", False))
-        self._flight_step = (transition.compiled_function(flight_step, training=True, device=self.device)
+        compiled = compile_enabled(getattr(env_cfg, "compile", False))
+        self._flight_step = (compiled_function(flight_step, training=True, device=self.device)
                              if compiled else flight_step)
 
     @property
@@ -137,32 +184,26 @@ class AnalyticPolicyGradient:
         h0 = self.student.initial_hidden_state
         # rl-tools' gradients leave the initial state fixed (docs/gradients.md); exact ones learn it
         h0 = h0 if self.student.gradient_mode == "exact" else h0.detach()
-        X, P, features = env.packed_state, env.packed_params, env.packed_features  # rows, `eyas.sim.fused`
-        history = env.action_history.reshape(env.num_envs, -1)
+        s, settings = env.env_state(), env.settings
         hidden = h0.expand(env.num_envs, -1)
         alive = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
-        policy, teacher = transition.observation_rows(X, P, history.T, features, env.target)
-        observations = {"policy": policy.T, "teacher": teacher.T}  # noise-free; each step's noise is drawn below
+        teacher = observe(s, settings)[1]
         costs = CostWeights(c.tilt_weight, c.barrier_weight, c.barrier_start, c.imitation_weight > 0)
         steady = [torch.tensor(w, dtype=env.dtype, device=env.device) for w in (0.0, c.steady_weight)]
         self.bank.reset(block)
         for t in range(c.horizon):
             noise = env.observation_noise()
-            if noise is not None:
-                observations = {"policy": observations["policy"] + noise, "teacher": observations["teacher"]}
-            labels = self.bank.act(observations, block) if costs.imitation else None
+            labels = self.bank.act(_groups(teacher, env, noise), block) if costs.imitation else None
             # step 0 eager: its state needs no gradient, and a second compiled graph for it would double the compile
             out = (self._flight_step if t > 0 else flight_step)(
-                weights, X, history, hidden, alive, labels, noise, P, env.target, features,
-                steady[t >= c.steady_start], costs)
+                weights, s, hidden, alive, labels, noise, settings, steady[t >= c.steady_start], costs)
             last = t + 1 == c.horizon or not bool(out["alive"].any())
-            yield Step(X, labels, alive, out["terminated"], out, last)
+            yield Step(s.X, labels, alive, out["terminated"], out, last)
             if last:
                 break
-            X, history, hidden, alive, observations = (out[k] for k in ("X", "history", "hidden", "alive",
-                                                                        "observations"))
+            s, hidden, alive, teacher = out["state"], out["hidden"], out["alive"], out["teacher"]
             if detach_every and (t + 1) % detach_every == 0:
-                X, history, hidden = X.detach(), history.detach(), hidden.detach()
+                s, hidden = s.detached(), hidden.detach()
 
     def losses(self) -> Iterator[tuple[torch.Tensor, dict]]:
         """The APG loss of one batch of flights (`fly`), one per window of `window()` steps (one for the whole
@@ -250,3 +291,10 @@ class AnalyticPolicyGradient:
         self._next_teacher = int(state["next_teacher"])
         if self.average is not None:
             self.average.load_state_dict(state["average"])
+
+
+def _groups(teacher: torch.Tensor, env, noise: torch.Tensor | None) -> dict:
+    """The observation groups of noise-free teacher rows, as the env hands them out (the policy's with ``noise``)."""
+    policy = teacher[:env.num_obs].T
+    groups = {"policy": policy if noise is None else policy + noise, "teacher": teacher[:env.num_teacher_obs].T}
+    return groups | ({"privileged": teacher.T} if env.cfg.privileged else {})

@@ -135,7 +135,7 @@ class TeacherLabels:
                 student_obs = torch.cat([student_obs[:, :3] - self.offset_rows, student_obs[:, 3:]], -1)
             self.observations[t], self.targets[t] = student_obs, labels
         if self.window is not None and self.window[0] <= t < self.window[1]:
-            position = (self.env.state.position - self.env.target).to(torch.float64)
+            position = self.env.relative_position.to(torch.float64)
             self.position_sum += position * running[:, None]
             self.position_count += running
 

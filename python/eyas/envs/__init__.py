@@ -16,7 +16,7 @@ from .point_control import (
     make_env,
 )
 from .features import dynamics_features
-from .transition import policy_observation
+from .step import policy_observation
 from .rollout import EpisodeStats, PolicyFn, evaluate, rollout, student_policy_fn
 
 TASK_ID = "Isaac-Quadcopter-Point-Ctrl-v0"

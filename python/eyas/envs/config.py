@@ -10,6 +10,8 @@ import torch
 from eyas import sim
 from eyas.sim import Params
 
+from .scenario import ScenarioCfg
+
 
 @dataclass
 class InitCfg:
@@ -80,8 +82,29 @@ class PointControlEnvCfg:
     observation_noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
     action_noise: float = 0.0  # std of Gaussian noise added to actions before clamping (l2f normalized_rpm)
     action_history_length: int = 1
+    scenario: ScenarioCfg = field(default_factory=ScenarioCfg)  # references, delay, wind, gusts, weak motors, noise
+    privileged: bool = False  # add the "privileged" observation group (teacher rows + task rows)
     validate_actions: bool = True  # raise ValueError on NaN/inf actions (one host sync per step)
-    compile: bool | None = None  # the step compiled by torch.compile (None: EYAS_COMPILE, default on; `transition`)
+    compile: bool | None = None  # the step compiled by torch.compile (None: EYAS_COMPILE, default on; `eyas.compilation`)
+
+    @classmethod
+    def from_dict(cls, values: dict | None, **overrides) -> "PointControlEnvCfg":
+        """A config from a (possibly partial) `to_dict()` (unknown keys ignored; the dynamics are not read back: a
+        teacher's file keeps them apart), with ``overrides`` applied."""
+        parts = {"init": InitCfg, "termination": TerminationCfg, "reward": RewardCfg,
+                 "observation_noise": ObservationNoiseCfg, "scenario": ScenarioCfg,
+                 "domain_randomization": sim.DomainRandomizationRanges}
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if values is None or f.name not in values or f.name == "dynamics":
+                continue
+            value = values[f.name]
+            if f.name in parts:
+                known = {g.name for g in dataclasses.fields(parts[f.name])}
+                value = parts[f.name](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()
+                                         if k in known})
+            kwargs[f.name] = value
+        return dataclasses.replace(cls(), **(kwargs | overrides))
 
     def to_dict(self) -> dict:
         out = {}

@@ -9,8 +9,9 @@ from eyas.sim import Params, State
 NUM_DYNAMICS_FEATURES = 48
 
 
-def dynamics_features(params: Params, state: State) -> torch.Tensor:
-    """(B, 48) privileged dynamics features of the teacher observation (layout in the module docstring)."""
+def dynamics_features(params: Params, state: State, motor_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 48) privileged dynamics features of the teacher observation (layout in the module docstring);
+    ``motor_scale`` (B, 4): each rotor's share of its thrust curve (a weak motor, `eyas.envs.scenario`)."""
     d = params.dynamics
     n = params.batch_size
     weight = d.mass * torch.linalg.vector_norm(d.gravity, dim=-1)
@@ -19,6 +20,7 @@ def dynamics_features(params: Params, state: State) -> torch.Tensor:
     rotor_distance = torch.linalg.vector_norm(d.rotor_positions, dim=-1)
     arm = rotor_distance.amax(-1)
     j_inv_diagonal = torch.diagonal(d.J_inv, dim1=-2, dim2=-1)
+    thrust = d.rotor_thrust_coefficients if motor_scale is None else d.rotor_thrust_coefficients * motor_scale[..., None]
     force = state.force if state.force is not None else torch.zeros_like(state.position)
     torque = state.torque if state.torque is not None else torch.zeros_like(state.position)
     features = torch.cat([
@@ -26,7 +28,7 @@ def dynamics_features(params: Params, state: State) -> torch.Tensor:
         sim.thrust_to_weight_ratio(params)[:, None],
         (arm / 0.1)[:, None],
         j_inv_diagonal.abs().clamp(min=1e-12).log10(),
-        (d.rotor_thrust_coefficients * powers / weight[:, None, None]).reshape(n, 12),
+        (thrust * powers / weight[:, None, None]).reshape(n, 12),
         (d.rotor_positions / arm[:, None, None]).reshape(n, 12),
         d.rotor_torque_constants * 100,
         d.rotor_time_constants_rising / 0.1,

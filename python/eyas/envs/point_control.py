@@ -23,7 +23,7 @@ Observation groups (`get_observations()` returns a `TensorDict` with batch size 
         [12:15] linear velocity (world frame)
         [15:18] angular velocity (body frame)
         [18:18+4H] previous actions in [-1, 1], most recent first (motor order FR, BR, BL, FL)
-    "teacher" (18 + 4 H + 4 + 48 = 74 for H = 1), privileged and noise-free; its first 26 entries are the
+    "teacher" (18 + 4 H + 4 + 48 = 74 for H = 1), noise-free; its first 26 entries are the
         observation of RAPTOR's pre-training teachers (l2f `RotorSpeeds` after the action history).
         Indices for H = 1 (add 4 (H - 1) from 22 on):
         [0:22]   the policy layout without noise
@@ -40,18 +40,24 @@ Observation groups (`get_observations()` returns a `TensorDict` with batch size 
         [68:71]  disturbance force / (m |g|) (world frame)
         [71:74]  disturbance angular acceleration J_inv T / (100 rad/s^2) (body frame)
 
-Width: `env.num_obs` (policy) and `env.num_teacher_obs` (teacher).
+    "privileged" (with ``cfg.privileged``): the teacher group and 16 task rows (`eyas.envs.step.observe`):
+        [74:77]  the reference's acceleration (world frame)
+        [77:81]  each rotor's share of its thrust curve (a weak motor)
+        [81]     the actuation delay in steps
+        [82:90]  the two commands issued before the last one, most recent first
+
+Width: `env.num_obs` (policy), `env.num_teacher_obs` (teacher), `env.num_privileged_obs`.
+With a moving reference (`ScenarioCfg`, `cfg.scenario`) position and velocity are relative to it.
 
 `step` returns `(obs, rewards, dones, extras)` with auto-reset: `obs` of finished environments belongs
-to their next episode, whose start (parameters for randomised dynamics, initial state) every row holds drawn ahead;
-the step runs compiled (`eyas.envs.transition`). Observations are (num_envs, n) views of row-packed buffers
-(`eyas.sim.fused`, a new one every step): not contiguous; without observation noise the policy group views the
-teacher group's first entries. The env reads the teacher group's dynamics features back in its next step: treat
-observations as read-only (copy one before writing into it). `extras["time_outs"]` marks episodes cut by the time
-limit, `extras["terminated"]` the others that ended, `extras["termination_terms"]` which conditions each terminated
-one met (`position`, `linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`),
-`extras["position_error"]` is |p - target| of the state reached by this step (before any reset), and `extras["log"]`
-holds episode statistics for rsl_rl's logger (return, length, share terminated, share per termination condition).
+to their next episode, whose start (parameters for randomised dynamics, task, initial state) every row holds drawn
+ahead; the step is `eyas.envs.step.env_step`, compiled. Observations are (num_envs, n) views of a new row-packed
+buffer every step (`eyas.sim.fused`): not contiguous; without observation noise the policy group views the teacher
+group's first entries. `extras["time_outs"]` marks episodes cut by the time limit, `extras["terminated"]` the others
+that ended, `extras["termination_terms"]` which conditions each terminated one met (`position`,
+`linear_velocity_xy`, `linear_velocity_z`, `angular_velocity`, `non_finite`), `extras["position_error"]` is
+|p - p_ref| of the state reached by this step (before any reset), and `extras["log"]` holds episode statistics for
+rsl_rl's logger (return, length, share terminated, share per termination condition).
 """
 from __future__ import annotations
 
@@ -64,17 +70,20 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from eyas import sim
+from eyas.compilation import compile_enabled, compiled_function, mark_batch_dims
 from eyas.sim import Params, State, fused
 from eyas.sim.fused import PARAMS
 
-from . import transition
 from .config import (InitCfg, ObservationNoiseCfg, PointControlEnvCfg, RewardCfg, TerminationCfg,  # noqa: F401
                      env_dtype)
 from .features import NUM_DYNAMICS_FEATURES, dynamics_features
-from .transition import EpisodeStarts
+from .scenario import TASK, ScenarioCfg, reference_rows, sample_tasks  # noqa: F401
+from .step import (TASK_OBSERVATION, TERMS, EnvState, EpisodeStarts, Settings, env_step, errors,
+                   normalized_rotor_speeds, observe, termination_rows, LOG_KEYS)
 
 NUM_ACTIONS = 4
 RESERVOIR = 16384  # randomised episode starts drawn per batch, at least (a draw costs ~200 eager ops)
+NOISE_SEED = 0x5EED  # the observation noise's own generator (seed + this): its draws do not depend on resets
 
 
 class PointControlEnv(VecEnv, gym.Env):
@@ -89,58 +98,72 @@ class PointControlEnv(VecEnv, gym.Env):
             raise ValueError(f"num_envs must be >= 1, got {cfg.num_envs}")
         if cfg.action_history_length < 1:
             raise ValueError(f"action_history_length must be >= 1, got {cfg.action_history_length}")
-        self.cfg = cfg
-        self.num_envs = cfg.num_envs
-        self.num_actions = NUM_ACTIONS
+        cfg.scenario.validate()
+        self.cfg, self.num_envs, self.num_actions = cfg, cfg.num_envs, NUM_ACTIONS
         self.max_episode_length = cfg.max_episode_length
         self.device = torch.empty(0, device=cfg.device).device  # canonical, e.g. cuda -> cuda:0
         self.dtype = env_dtype(cfg.dtype)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + NOISE_SEED)
+        sc = cfg.scenario
+        self.settings = Settings(cfg.max_episode_length, sc.moving, sc.observation_clip, sc.delay_slots, sc.gusts,
+                                 sc.weak_motors, cfg.privileged)
         self.num_obs = 18 + 4 * cfg.action_history_length
         self.num_teacher_obs = self.num_obs + 4 + NUM_DYNAMICS_FEATURES
-        self.target = torch.zeros(3, device=self.device, dtype=self.dtype)
+        self.num_privileged_obs = self.num_teacher_obs + TASK_OBSERVATION
         self.action_space = gym.spaces.Box(-1.0, 1.0, (self.num_envs, NUM_ACTIONS))
-        self.observation_space = gym.spaces.Dict({
-            "policy": gym.spaces.Box(-math.inf, math.inf, (self.num_envs, self.num_obs)),
-            "teacher": gym.spaces.Box(-math.inf, math.inf, (self.num_envs, self.num_teacher_obs)),
-        })
-
-        if isinstance(cfg.dynamics, Params):
-            given = cfg.dynamics.to(self.device, self.dtype)
-            if given.batch_size not in (1, self.num_envs):
-                raise ValueError(f"dynamics Params must have batch size 1 or num_envs={self.num_envs}, "
-                                 f"got {given.batch_size}")
-            given.validate()
-            self._fixed_params = given.expand(self.num_envs)
-        elif cfg.dynamics == "randomized":
-            self._fixed_params = None
-        elif cfg.dynamics in sim.MODEL_NAMES:
-            self._fixed_params = sim.model_params(cfg.dynamics, self.dtype, self.device).expand(self.num_envs)
-        else:
-            raise ValueError(f"dynamics must be 'randomized', a registry model ({', '.join(sim.MODEL_NAMES)}) "
-                             f"or a Params batch, got {cfg.dynamics!r}")
-
+        groups = {"policy": self.num_obs, "teacher": self.num_teacher_obs}
+        groups |= {"privileged": self.num_privileged_obs} if cfg.privileged else {}
+        self.observation_space = gym.spaces.Dict({k: gym.spaces.Box(-math.inf, math.inf, (self.num_envs, n))
+                                                  for k, n in groups.items()})
+        self._fixed_params = self._fixed_dynamics(cfg.dynamics)
         self._nominal = sim.model_params("crazyflie", torch.float64, self.device)  # l2f's nominal model for DR
         n, kwargs = self.num_envs, {"device": self.device, "dtype": self.dtype}
         self._noisy_observations = any(dataclasses.asdict(cfg.observation_noise).values())
         self._batch = torch.Size([n])
-        if self._fixed_params is not None:
-            self._apply_mdp_cfg(self._fixed_params)
-        # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.sim.fused`): what the
-        # compiled step reads and writes. `state`, `params`, `action_history`, ... are (B, ...) views of them.
+        # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.envs.step.EnvState`)
         self._P = PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._new_params(n), self.dtype)
+        self._T = torch.zeros(TASK.SIZE, n, **kwargs)
+        self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)
         self._X = torch.zeros(fused.STATE.size, n, **kwargs)
-        self._params_view: Params | None = None
         self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
+        self._C = (torch.zeros(4 * self.settings.delay_slots, n, **kwargs)  # commands in the actuation delay
+                   if self.settings.delay_slots else None)
         self._A = torch.zeros(NUM_ACTIONS, n, **kwargs)  # l2f StateLastAction (d_action reward)
-        self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)  # the teacher's dynamics features (`step`)
+        self._params_view: Params | None = None
         self._action_buffers: dict[torch.dtype, torch.Tensor] = {}  # `_checked`
         self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, **kwargs)
-        self._transition = transition.step_function(transition.compile_enabled(cfg.compile), self.device)
+        compiled = compile_enabled(cfg.compile)
+        self._step = compiled_function(env_step, device=self.device, dynamic=None) if compiled else env_step
+        self._compiled = compiled
         self._start_all()
 
+    def _fixed_dynamics(self, dynamics) -> Params | None:
+        """The rows' fixed parameters (with the configured MDP), or None for randomised dynamics."""
+        if isinstance(dynamics, Params):
+            given = dynamics.to(self.device, self.dtype)
+            if given.batch_size not in (1, self.num_envs):
+                raise ValueError(f"dynamics Params must have batch size 1 or num_envs={self.num_envs}, "
+                                 f"got {given.batch_size}")
+            given.validate()
+            fixed = given.expand(self.num_envs)
+        elif dynamics == "randomized":
+            return None
+        elif dynamics in sim.MODEL_NAMES:
+            fixed = sim.model_params(dynamics, self.dtype, self.device).expand(self.num_envs)
+        else:
+            raise ValueError(f"dynamics must be 'randomized', a registry model ({', '.join(sim.MODEL_NAMES)}) "
+                             f"or a Params batch, got {dynamics!r}")
+        self._apply_mdp_cfg(fixed)
+        return fixed
+
     # --- state and parameters: (B, ...) views of the packed rows ----------------------------------------
+    def env_state(self) -> EnvState:
+        """Every row's episode as `eyas.envs.step.EnvState` (views of the env's tensors)."""
+        return EnvState(self._X, self._P, self._T, self._F, self._H, self._C, self._A, self.episode_length_buf,
+                        self.episode_return)
+
     @property
     def state(self) -> State:
         """Every row's multirotor state (writing into it changes the env)."""
@@ -174,19 +197,19 @@ class PointControlEnv(VecEnv, gym.Env):
         return self._F.T
 
     @property
-    def packed_state(self) -> torch.Tensor:
-        """(23, num_envs) the state rows (`eyas.sim.fused.STATE`), what `state` views."""
-        return self._X
+    def task(self) -> torch.Tensor:
+        """(num_envs, TASK.SIZE) every row's task (`eyas.envs.scenario.TASK`)."""
+        return self._T.T
+
+    def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position, velocity) of every row's reference now, (num_envs, 3) each (zero when hovering)."""
+        p, v, _ = reference_rows(self._T, self.episode_length_buf, self._P)
+        return torch.stack(p, -1), torch.stack(v, -1)
 
     @property
-    def packed_params(self) -> torch.Tensor:
-        """(145, num_envs) the parameter rows (`eyas.sim.fused.PARAMS`), what `params` views."""
-        return self._P
-
-    @property
-    def packed_features(self) -> torch.Tensor:
-        """(48, num_envs) the dynamics-feature rows, what `dynamics_features` views."""
-        return self._F
+    def relative_position(self) -> torch.Tensor:
+        """(num_envs, 3) position relative to the reference now."""
+        return self.state.position - self.reference()[0]
 
     def _param_row(self, name: str) -> torch.Tensor:
         return fused.param_rows(self._P, name)
@@ -205,44 +228,47 @@ class PointControlEnv(VecEnv, gym.Env):
 
         def put(tree, name, value):
             if value is not None:
-                old = getattr(tree, name)
-                setattr(tree, name, torch.full_like(old, value))
+                setattr(tree, name, torch.full_like(getattr(tree, name), value))
 
-        for name, value in dataclasses.asdict(self.cfg.init).items():
-            put(mdp.init, name, value)
-        for name, value in dataclasses.asdict(self.cfg.termination).items():
-            put(mdp.termination, name, value)
-        for name, value in dataclasses.asdict(self.cfg.reward).items():
-            put(mdp.reward, name, value)
-        for name, value in dataclasses.asdict(self.cfg.observation_noise).items():
-            put(mdp.observation_noise, name, value)
+        for section, values in (("init", self.cfg.init), ("termination", self.cfg.termination),
+                                ("reward", self.cfg.reward), ("observation_noise", self.cfg.observation_noise)):
+            for name, value in dataclasses.asdict(values).items():
+                put(getattr(mdp, section), name, value)
         put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
 
     # --- episode starts -------------------------------------------------------------------------------
     def _draw_starts(self, params: Params, P: torch.Tensor | None = None) -> EpisodeStarts:
         """Starts for episodes with these parameters (``P``: them packed, when the caller holds them so): initial
-        states drawn from the env's generator; the parameters themselves are kept for randomised dynamics only
-        (fixed ones stay in their rows)."""
+        states and tasks drawn from the env's generator; the parameters themselves are kept for randomised
+        dynamics only (fixed ones stay in their rows)."""
         state = sim.sample_initial_state(params, self.generator)
+        T, wind = sample_tasks(self.cfg.scenario, params, self.generator)
+        if wind is not None:
+            state.force = state.force + wind
         starts = EpisodeStarts.empty(params.batch_size, self._fixed_params is None, self.dtype, self.device)
         X = fused.pack_state(state, self.dtype, out=starts.X)
         if P is None:
             P = PARAMS.pack(params, self.dtype, out=starts.P)
         elif starts.has_params:
             starts.P.copy_(P)
-        torch.stack(transition.normalized_rotor_speeds(tuple(X.unbind(0)), P), out=starts.rotor_speeds)
-        starts.features.copy_(dynamics_features(params, state).T)
+        starts.T.copy_(T)
+        torch.stack(normalized_rotor_speeds(tuple(X.unbind(0)), P), out=starts.rotor_speeds)
+        scale = T[TASK.MOTOR_SCALE].T if self.settings.weak_motors else None
+        starts.features.copy_(dynamics_features(params, state, scale).T)
         return starts
 
     def _begin(self, rows: torch.Tensor | slice, starts: EpisodeStarts) -> None:
         """Start new episodes in ``rows`` from ``starts`` (one column each)."""
         self._X[:, rows] = starts.X
-        if starts.P is not None:
+        if starts.has_params:
             self._P[:, rows] = starts.P
             self._params_view = None
-        self._F = self._F.clone()  # it views the last teacher observation handed out (`step`): not written into
+        self._T[:, rows] = starts.T
         self._F[:, rows] = starts.features
-        self._H[:, rows] = starts.rotor_speeds.repeat(self.cfg.action_history_length, 1)
+        fill = starts.rotor_speeds
+        self._H[:, rows] = fill.repeat(self.cfg.action_history_length, 1)
+        if self._C is not None:
+            self._C[:, rows] = fill.repeat(self.settings.delay_slots, 1)
         self._A[:, rows] = 0
         self.episode_length_buf[rows] = 0
         self.episode_return[rows] = 0
@@ -272,10 +298,11 @@ class PointControlEnv(VecEnv, gym.Env):
         self._mark_batch_dims()
 
     def _mark_batch_dims(self) -> None:
-        """The batch dimension of what the next step reads: symbolic if that step compiles (`step_function`)."""
-        if self._transition is not transition.transition:
-            transition.mark_batch_dims(1, self._X, self._P, self._A, self._H, self._F, self._next.data)
-            transition.mark_batch_dims(0, self.episode_length_buf, self.episode_return, *self._action_buffers.values())
+        """The batch dimension of what the next step reads: symbolic if that step compiles."""
+        if self._compiled:
+            mark_batch_dims(1, self._X, self._P, self._T, self._F, self._H, self._A, self._next.data,
+                            *([] if self._C is None else [self._C]))
+            mark_batch_dims(0, self.episode_length_buf, self.episode_return, *self._action_buffers.values())
 
     def _renew_next(self, rows: torch.Tensor) -> None:
         """``rows`` just began the episode their next start held: draw ahead their next one."""
@@ -287,66 +314,65 @@ class PointControlEnv(VecEnv, gym.Env):
         self._next.data.index_copy_(1, rows, fresh.data)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:
-        """Start new episodes in all environments (optionally reseeding the generator first)."""
+        """Start new episodes in all environments (optionally reseeding the generators first)."""
         if seed is not None:
             self.generator.manual_seed(seed)
+            self.noise_generator.manual_seed(seed + NOISE_SEED)
         self._start_all()
         return self.get_observations(), {}
 
     # --- observations ---------------------------------------------------------------------------------
     def observation_noise(self) -> torch.Tensor | None:
-        """One draw of the policy observation's noise (num_envs, num_obs) from the env's generator, None when off."""
+        """One draw of the policy observation's noise (num_envs, num_obs) from the env's noise generator (the same
+        draws whatever the episodes do), None when off."""
         if not self._noisy_observations:
             return None
         std = [self._param_row(f"mdp.observation_noise.{name}")[:, None].expand(-1, n)
                for name, n in (("position", 3), ("orientation", 9), ("linear_velocity", 3), ("angular_velocity", 3))]
-        scale = torch.cat(std, -1)
-        noise = scale * torch.randn(scale.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        scale = torch.cat(std, -1) * self._T[TASK.NOISE_SCALE][:, None]
+        noise = scale * torch.randn(scale.shape, generator=self.noise_generator, device=self.device, dtype=self.dtype)
         return torch.nn.functional.pad(noise, (0, self.num_obs - 18))
 
     def get_observations(self) -> TensorDict:
-        return self._observations(*transition.observation_rows(self._X, self._P, self._H, self._F, self.target))
+        return self._observations(observe(self.env_state(), self.settings)[1])
 
-    def _observations(self, noise_free: torch.Tensor, teacher: torch.Tensor) -> TensorDict:
-        """The observation groups from their rows (num_obs, B) and (num_teacher_obs, B): (B, ...) views."""
+    def _observations(self, teacher: torch.Tensor) -> TensorDict:
+        """The observation groups from the teacher rows (num_privileged_obs or num_teacher_obs, B): (B, ...) views."""
         noise = self.observation_noise()
-        policy = noise_free.T if noise is None else noise_free.T + noise
-        return TensorDict._new_unsafe({"policy": policy, "teacher": teacher.T}, batch_size=self._batch,
-                                      device=self.device)
+        policy = teacher[:self.num_obs].T if noise is None else teacher[:self.num_obs].T + noise
+        groups = {"policy": policy, "teacher": teacher[:self.num_teacher_obs].T}
+        if self.cfg.privileged:
+            groups["privileged"] = teacher.T
+        return TensorDict._new_unsafe(groups, batch_size=self._batch, device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
         """Apply `actions` (num_envs, 4) in [-1, 1] (finite values outside are clamped, as in l2f): the compiled (or
-        eager) `transition`, then what needs random draws or host values (noise, the next episode starts)."""
+        eager) `env_step`, then what needs random draws or host values (noise, the next episode starts)."""
         actions = self._checked(actions)
         noise = None
         if self.cfg.action_noise > 0:
             noise = self._param_row("mdp.action_noise.normalized_rpm")[:, None] * torch.randn(
                 actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         nxt = self._next
-        out = self._transition(self._X, self._P, actions, noise, self._A, self._H, self.episode_length_buf,
-                               self.episode_return, self._F, self.target, self.max_episode_length, nxt.data)
+        out = self._step(self.env_state(), actions, noise, nxt.data, self.settings, nxt.has_params)
         count, nan, inf = out["checks"].tolist()  # one host sync: the action checks and the bookkeeping below
         if self.cfg.validate_actions and (nan or inf):  # nothing has changed yet
             raise ValueError("actions contain NaN" if nan else
                              "actions contain inf; actions must be finite (finite values outside [-1, 1] are clamped)")
         extras = {"time_outs": out["time_outs"], "terminated": out["terminated"],
-                  "position_error": out["position_error"],
-                  "termination_terms": dict(zip(transition.TERMS, out["terms"].unbind(0)))}
-        self._X, self._H, self._A = out["X"], out["history"], out["last_action"]
-        self.episode_length_buf, self.episode_return = out["length"], out["episode_return"]
-        if count:  # the finished rows began their next episode in the step: its parameters, and the one after
-            extras["log"] = dict(zip(transition.LOG_KEYS, out["log"].unbind(0)))
+                  "position_error": out["position_error"], "termination_terms": dict(zip(TERMS, out["terms"].unbind(0)))}
+        self._X, self._H, self._C, self._A = out["X"], out["H"], out["C"], out["A"]
+        self.episode_length_buf, self.episode_return = out["length"], out["ret"]
+        if count:  # the finished rows began their next episode in the step: its constants, and the one after
+            extras["log"] = dict(zip(LOG_KEYS, out["log"].unbind(0)))
             rows = out["dones"].nonzero()[:, 0]
-            if nxt.has_params:
-                self._P.index_copy_(1, rows, nxt.P.index_select(1, rows))
-                self._params_view = None
+            for name, own in (("P", self._P), ("T", self._T), ("features", self._F)):
+                if name != "P" or nxt.has_params:
+                    own.index_copy_(1, rows, nxt.data[nxt.blocks[name]].index_select(1, rows))
+            self._params_view = None
             self._renew_next(rows)
-        teacher = out["teacher"]
-        # every row's features as the step wrote them into the teacher observation (the finished rows' new ones):
-        # a view, not a copy of the finished columns (at 4,096 envs that copy cost ~8 % of a step)
-        self._F = teacher[self.num_obs + 4:]
-        return self._observations(teacher[:self.num_obs], teacher), out["rewards"], out["dones"].long(), extras
+        return self._observations(out["teacher"]), out["rewards"], out["dones"].long(), extras
 
     def _checked(self, actions: torch.Tensor) -> torch.Tensor:
         """``actions`` on the env's device, after the checks that need no host read (NaN and inf: in the step)."""
@@ -367,34 +393,33 @@ class PointControlEnv(VecEnv, gym.Env):
         return staged.copy_(actions.detach())
 
     def termination_terms(self, s: State) -> dict[str, torch.Tensor]:
-        """(N,) bool per termination condition of state `s` under this env's parameters (`transition`)."""
-        rows = transition.termination_rows(tuple(fused.pack_state(s, self.dtype).unbind(0)), self._P, self.target)
-        return dict(zip(transition.TERMS, rows))
+        """(N,) bool per termination condition of state `s` under this env's parameters, relative to every row's
+        reference now."""
+        x = tuple(fused.pack_state(s, self.dtype).unbind(0))
+        position, velocity, _ = errors(x, self.env_state(), self.episode_length_buf, self.settings.moving)
+        return dict(zip(TERMS, termination_rows(x, self._P, position, velocity)))
 
     # --- resume (`eyas teacher train --resume`) -------------------------------------------------------
     def state_dict(self) -> dict:
-        """What `step`/`reset` read that changes in flight: random stream, dynamics, states, episode buffers and the
-        episode starts drawn ahead."""
+        """What `step`/`reset` read that changes in flight: random streams, episode constants, states, episode
+        buffers and the episode starts drawn ahead."""
         reservoir = None if self._reservoir is None else self._reservoir.columns(slice(self._reservoir_used, None))
-        return {"generator": self.generator.get_state(), "packed_params": self._P.clone(),
-                "packed_state": self._X.clone(), "next_starts": _starts_list(self._next),
-                "reservoir": _starts_list(reservoir)} | {k: getattr(self, k).clone() for k in (*_BUFFERS, *_PACKED)}
+        return {"generator": self.generator.get_state(), "noise_generator": self.noise_generator.get_state(),
+                "next_starts": _starts_list(self._next), "reservoir": _starts_list(reservoir)} | {
+            k: getattr(self, k).clone() for k in _SAVED if getattr(self, k) is not None}
 
     def load_state_dict(self, saved: dict) -> None:
-        """Continue from `state_dict()` of an env built with the same config. A state saved before the packed
-        layout continues with new draws for the episodes after the current ones."""
-        if "packed_params" not in saved:
-            saved = _packed_state_dict(saved)
-        for name, value in (("_P", saved["packed_params"]), ("_X", saved["packed_state"])):
+        """Continue from `state_dict()` of an env built with the same config."""
+        if "_T" not in saved:
+            raise ValueError("saved env state is from an earlier eyas layout; start a new run")
+        for name in (k for k in _SAVED if getattr(self, k) is not None):
+            value = saved[name]
             if getattr(self, name).shape != value.shape:
                 raise ValueError("saved env state does not fit this env (other num_envs or config)")
-            setattr(self, name, value.to(self.device, self.dtype).clone())
+            setattr(self, name, value.to(self.device, getattr(self, name).dtype).clone())
         self._params_view = None
-        for k in _BUFFERS:
-            getattr(self, k).copy_(saved[k])
-        for k, packed in _PACKED.items():  # new tensors: the features may view an observation handed out
-            setattr(self, packed, saved[k].reshape(self.num_envs, -1).T.to(self.device, self.dtype).contiguous())
         self.generator.set_state(saved["generator"])
+        self.noise_generator.set_state(saved["noise_generator"])
         self._reservoir, self._reservoir_used = _starts(saved.get("reservoir"), self.device), 0
         self._next = _starts(saved.get("next_starts"), self.device) or self._take_starts(self.num_envs)
         self._mark_batch_dims()
@@ -403,8 +428,7 @@ class PointControlEnv(VecEnv, gym.Env):
         pass
 
 
-_BUFFERS = ("episode_length_buf", "episode_return")  # saved as they are; the packed buffers below as rows
-_PACKED = {"action_history": "_H", "last_action": "_A", "dynamics_features": "_F"}  # saved batch-first
+_SAVED = ("_P", "_T", "_F", "_X", "_H", "_C", "_A", "episode_length_buf", "episode_return")
 
 
 def _starts_list(starts: EpisodeStarts | None) -> list | None:
@@ -413,24 +437,6 @@ def _starts_list(starts: EpisodeStarts | None) -> list | None:
 
 def _starts(saved: list | None, device) -> EpisodeStarts | None:
     return None if saved is None else EpisodeStarts(saved[0].to(device).clone(), bool(saved[1]))
-
-
-def _packed_state_dict(saved: dict) -> dict:
-    """A `state_dict` written before the packed layout (the leaves of `Params` and `State`) in today's form."""
-    def tree(example, leaves):
-        it = iter(leaves)
-        return example.map(lambda _: next(it))
-
-    n = len(PARAMS.leaves)
-    out = dict(saved, packed_params=PARAMS.pack(tree(PARAMS.example, saved["params"])),
-               packed_state=fused.pack_state(tree(fused.STATE.example, saved["state"])),
-               dynamics_features=saved["_dynamics_features"], reservoir=None, next_starts=None)
-    if saved.get("pool") is not None:
-        leaves = saved["pool"]
-        out["reservoir"] = _starts_list(EpisodeStarts.of(
-            fused.pack_state(tree(fused.STATE.example, leaves[n:n + 7])), PARAMS.pack(tree(PARAMS.example, leaves[:n])),
-            *(t.T for t in leaves[n + 7:])))
-    return out
 
 
 def make_env(cfg: PointControlEnvCfg | None = None, **overrides) -> PointControlEnv:

@@ -18,6 +18,8 @@ PolicyFn = Callable[[TensorDict, torch.Tensor], torch.Tensor]  # (obs, reset_mas
 StepHook = Callable[[int, TensorDict, torch.Tensor], None]  # (step, obs, running) before the policy acts
 
 RECORDED = ("position", "orientation", "linear_velocity", "angular_velocity", "rpm")  # state fields of a flight
+PER_EPISODE = ("returns", "lengths", "terminated", "position_error", "final_position_error", "rms_error",
+               "settling_steps")  # `EpisodeStats`' per-episode tensors, in field order
 
 
 @dataclass
@@ -25,14 +27,18 @@ class EpisodeStats:
     """Per-episode results of a rollout (CPU tensors), ordered by (episode index within its row, row).
 
     ``position_error``: mean |p - target| over the episode's last ``tail_steps`` steps (all of them if it was
-    shorter); ``final_position_error``: |p - target| after its last step. Both NaN where the env reports no
-    ``extras["position_error"]`` (Isaac Lab tasks)."""
+    shorter); ``final_position_error``: |p - target| after its last step; ``rms_error``: the root mean square of
+    |p - target| over its steps from ``rms_from`` on (a tracking error, after a reference's ramp); ``settling_steps``:
+    the steps after which |p - target| stays within ``settle_radius``. All NaN where the env reports no
+    ``extras["position_error"]`` (Isaac Lab tasks); the target is the row's reference where it moves."""
 
     returns: torch.Tensor  # float64
     lengths: torch.Tensor  # int64
     terminated: torch.Tensor  # bool
     position_error: torch.Tensor  # float64
     final_position_error: torch.Tensor  # float64
+    rms_error: torch.Tensor  # float64
+    settling_steps: torch.Tensor  # float64
     tail_steps: int = 100
     trajectories: list[dict] = field(default_factory=list)
 
@@ -40,14 +46,12 @@ class EpisodeStats:
         return len(self.returns)
 
     def __getitem__(self, rows: slice) -> "EpisodeStats":
-        return EpisodeStats(self.returns[rows], self.lengths[rows], self.terminated[rows], self.position_error[rows],
-                            self.final_position_error[rows], self.tail_steps)
+        return EpisodeStats(*(getattr(self, f)[rows] for f in PER_EPISODE), tail_steps=self.tail_steps)
 
     @classmethod
     def concat(cls, parts: list["EpisodeStats"]) -> "EpisodeStats":
         """The episodes of several rollouts, in order (trajectories not kept)."""
-        fields = ("returns", "lengths", "terminated", "position_error", "final_position_error")
-        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields), tail_steps=parts[0].tail_steps)
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in PER_EPISODE), tail_steps=parts[0].tail_steps)
 
     @property
     def episodes(self) -> int:
@@ -88,7 +92,10 @@ class EpisodeStats:
                 "share_terminated_ci95": list(wilson_interval(self.share_terminated, self.episodes)),
                 "position_error_mean": self.position_error_mean,
                 "position_error_ci95": list(_mean_interval(self.position_error[~self.terminated])),
-                "final_position_error_mean": self.final_position_error_mean}
+                "final_position_error_mean": self.final_position_error_mean,
+                "rms_error_mean": _mean_completed(self.rms_error, self.terminated),
+                "rms_error_ci95": list(_mean_interval(self.rms_error[~self.terminated])),
+                "settling_steps_mean": _mean_completed(self.settling_steps, self.terminated)}
 
 
 def _mean_completed(values: torch.Tensor, terminated: torch.Tensor) -> float:
@@ -117,16 +124,19 @@ def _mean_interval(values: torch.Tensor, z: float = 1.96) -> tuple[float, float]
 
 
 class _FlightRecorder:
-    """The first episode of the first ``rows`` rows: the state before every step and the action taken."""
+    """The first episode of the first ``rows`` rows: the state and the reference position before every step, and
+    the action taken."""
 
     def __init__(self, rows: int):
-        self.flights = [{key: [] for key in (*RECORDED, "action")} for _ in range(rows)]
+        self.flights = [{key: [] for key in (*RECORDED, "reference", "action")} for _ in range(rows)]
         self.done = [False] * rows
 
-    def before_step(self, state, actions: torch.Tensor) -> None:
+    def before_step(self, env, actions: torch.Tensor) -> None:
+        state, reference = env.state, env.reference()[0]
         for i, flight in enumerate(self.flights):
             if not self.done[i]:
                 flight["action"].append(actions[i].detach().cpu().numpy())
+                flight["reference"].append(reference[i].cpu().numpy())
                 for key in RECORDED:
                     flight[key].append(getattr(state, key)[i].cpu().numpy())
 
@@ -140,10 +150,56 @@ class _FlightRecorder:
                 for i, flight in enumerate(self.flights)]
 
 
+class _Episodes:
+    """The running episode of every row (return, length, position errors) and the finished ones' slots
+    ``out[key][episode index, row]``."""
+
+    def __init__(self, n: int, per_row: int, tail_steps: int, rms_from: int, settle_radius: float, device):
+        f64 = {"dtype": torch.float64, "device": device}
+        self.rows, self.per_row = torch.arange(n, device=device), per_row
+        self.rms_from, self.settle_radius = rms_from, settle_radius
+        self.returns, self.tail = torch.zeros(n, **f64), torch.zeros(n, tail_steps, **f64)
+        self.squares, self.counted, self.settled = torch.zeros(n, **f64), torch.zeros(n, **f64), torch.zeros(n, **f64)
+        self.lengths = torch.zeros(n, dtype=torch.long, device=device)
+        self.finished = torch.zeros(n, dtype=torch.long, device=device)
+        self.out = {key: torch.full((per_row, n), math.nan, **f64) for key in PER_EPISODE}
+        self.out["lengths"] = torch.zeros(per_row, n, dtype=torch.long, device=device)
+        self.out["terminated"] = torch.zeros(per_row, n, dtype=torch.bool, device=device)
+
+    def step(self, rewards: torch.Tensor, error: torch.Tensor | None) -> None:
+        self.returns += rewards.to(torch.float64)
+        if error is not None:
+            error = error.to(torch.float64)
+            self.tail[self.rows, self.lengths % self.tail.shape[1]] = error
+            late = (self.lengths >= self.rms_from).to(torch.float64)
+            self.squares += late * error * error
+            self.counted += late
+            self.settled = torch.where(error > self.settle_radius, (self.lengths + 1).to(torch.float64), self.settled)
+        self.lengths += 1
+
+    def end(self, ended: torch.Tensor, terminated: torch.Tensor, error: torch.Tensor | None) -> None:
+        """Store the episodes ``ended`` rows finished (the first ``per_row`` of each row) and restart them."""
+        counted = ended[self.finished[ended] < self.per_row]
+        k, out = self.finished[counted], self.out
+        out["returns"][k, counted] = self.returns[counted]
+        out["lengths"][k, counted] = self.lengths[counted]
+        out["terminated"][k, counted] = terminated[counted].bool()
+        if error is not None:
+            # a full buffer holds exactly the last `tail_steps` errors; a partial one the first `length` slots
+            tail = self.tail.shape[1]
+            out["position_error"][k, counted] = self.tail[counted].sum(-1) / self.lengths[counted].clamp(max=tail)
+            out["final_position_error"][k, counted] = error[counted].to(torch.float64)
+            out["rms_error"][k, counted] = (self.squares[counted] / self.counted[counted]).sqrt()
+            out["settling_steps"][k, counted] = self.settled[counted]
+        self.finished[ended] += 1
+        for buffer in (self.returns, self.lengths, self.tail, self.squares, self.counted, self.settled):
+            buffer[ended] = 0
+
+
 @torch.no_grad()
 def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_step: StepHook | None = None,
             reset: bool = True, seed: int | None = None, tail_steps: int = 100, record_rows: int = 0,
-            sync_every: int = 1) -> EpisodeStats:
+            sync_every: int = 1, rms_from: int = 0, settle_radius: float = 0.1) -> EpisodeStats:
     """Fly ``env``'s rows until every row has finished its ``ceil(num_episodes / num_envs)`` episodes (default one
     each), the env restarting episodes itself; return the first ``num_episodes`` of them.
 
@@ -152,63 +208,36 @@ def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_ste
     ``running`` marking the rows whose counted episodes still run. ``reset``: `env.reset(seed=seed)` first, else
     fly from `env.get_observations()` (a fresh env). ``record_rows``: record the first episode of that many rows
     (`EpisodeStats.trajectories`, embedded env). ``sync_every``: steps between the host's checks for the end
-    (a GPU synchronises at each). Every row flies at most ``per_row * env.max_episode_length`` steps."""
+    (a GPU synchronises at each). ``rms_from`` and ``settle_radius``: `EpisodeStats.rms_error` and
+    ``settling_steps``. Every row flies at most ``per_row * env.max_episode_length`` steps."""
     n, device = env.num_envs, env.device
     per_row = 1 if num_episodes is None else math.ceil(num_episodes / n)
     obs = env.reset(seed=seed)[0] if reset else env.get_observations()
     reset_mask = torch.ones(n, dtype=torch.bool, device=device)
-    episode_return = torch.zeros(n, dtype=torch.float64, device=device)
-    episode_length = torch.zeros(n, dtype=torch.long, device=device)
-    error_buffer = torch.zeros(n, tail_steps, dtype=torch.float64, device=device)
-    finished = torch.zeros(n, dtype=torch.long, device=device)
-    out = {"returns": torch.zeros(per_row, n, dtype=torch.float64, device=device),
-           "lengths": torch.zeros(per_row, n, dtype=torch.long, device=device),
-           "terminated": torch.zeros(per_row, n, dtype=torch.bool, device=device),
-           "position_error": torch.full((per_row, n), math.nan, dtype=torch.float64, device=device),
-           "final_position_error": torch.full((per_row, n), math.nan, dtype=torch.float64, device=device)}
+    episodes = _Episodes(n, per_row, tail_steps, rms_from, settle_radius, device)
     recorder = _FlightRecorder(min(record_rows, n))
-    rows = torch.arange(n, device=device)
     for t in range(per_row * int(env.max_episode_length)):
         if on_step is not None:
-            on_step(t, obs, finished < per_row)
+            on_step(t, obs, episodes.finished < per_row)
         actions = policy_fn(obs, reset_mask)
         if recorder.flights:
-            recorder.before_step(env.state, actions)
+            recorder.before_step(env, actions)
         obs, rewards, dones, extras = env.step(actions)
-        episode_return += rewards.to(torch.float64)
         error = extras.get("position_error")
-        if error is not None:
-            error_buffer[rows, episode_length % tail_steps] = error.to(torch.float64)
-        episode_length += 1
+        episodes.step(rewards, error)
         done = dones.bool()
         if bool(done.any()):
             ended = done.nonzero()[:, 0]
-            _store(out, ended, finished, per_row, episode_return, episode_length, error_buffer, error, extras)
+            episodes.end(ended, extras["terminated"], error)
             if recorder.flights:  # .tolist() synchronises a GPU: only when flights are recorded
                 recorder.episodes_ended(ended.tolist())
-            finished[ended] += 1
-            episode_return[ended], episode_length[ended], error_buffer[ended] = 0, 0, 0
         reset_mask = done
-        if (t + 1) % sync_every == 0 and not bool((finished < per_row).any()):
+        if (t + 1) % sync_every == 0 and not bool((episodes.finished < per_row).any()):
             break
     take = n * per_row if num_episodes is None else num_episodes
-    flat = {k: v.reshape(-1)[:take].cpu() for k, v in out.items()}
+    flat = {k: v.reshape(-1)[:take].cpu() for k, v in episodes.out.items()}
     return EpisodeStats(**flat, tail_steps=tail_steps,
                         trajectories=recorder.trajectories(env) if recorder.flights else [])
-
-
-def _store(out: dict, ended, finished, per_row, episode_return, episode_length, error_buffer, error, extras) -> None:
-    """Write the episodes that ``ended`` rows finished into slot (episode index, row) of ``out``."""
-    counted = ended[finished[ended] < per_row]
-    k = finished[counted]
-    out["returns"][k, counted] = episode_return[counted]
-    out["lengths"][k, counted] = episode_length[counted]
-    out["terminated"][k, counted] = extras["terminated"][counted].bool()
-    if error is not None:
-        # a full buffer holds exactly the last `tail_steps` errors; a partial one the first `length` slots
-        tail = error_buffer.shape[1]
-        out["position_error"][k, counted] = error_buffer[counted].sum(-1) / episode_length[counted].clamp(max=tail)
-        out["final_position_error"][k, counted] = error[counted].to(torch.float64)
 
 
 def evaluate(policy_fn: PolicyFn, env, num_episodes: int, tail_steps: int = 100, record_envs: int = 0,

@@ -6,7 +6,7 @@ and writes an intermediate buffer between most operations. This module computes 
 (B,): the state packed as (23, B), the parameters as (145, B). Inductor then fuses the whole RK4 step into a few
 loops that run 16 environments per AVX-512 instruction. Measured on one core: 92 ns per environment at 4,096
 environments, against 423 ns for `sim.step` compiled and about 490 ns for a whole l2f env step. The env
-(`eyas.envs.transition`) and APG's flights (`eyas.distill.apg_flight`) step this form, compiled or eager.
+(`eyas.envs.step`, which APG's flights step too) steps this form, compiled or eager.
 `sim.step` remains the public API: it validates its inputs and, eager, costs a third of the op count. The tests
 hold both forms to l2f's fixtures and to each other (float64: 1e-12 relative).
 

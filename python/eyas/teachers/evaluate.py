@@ -1,7 +1,6 @@
 """Evaluate a teacher (or any deterministic policy) in the embedded point-control env, through `eyas.envs.rollout`."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import torch
@@ -34,22 +33,6 @@ def evaluate_actor(
 
 def env_cfg_from_dict(values: dict | None, **overrides: Any):
     """`PointControlEnvCfg` from a (possibly partial) `PointControlEnvCfg.to_dict()`, with `overrides` applied."""
-    from eyas import envs, sim
+    from eyas.envs import PointControlEnvCfg
 
-    cfg = envs.PointControlEnvCfg()
-    sub = {"init": envs.InitCfg, "termination": envs.TerminationCfg, "reward": envs.RewardCfg,
-           "observation_noise": envs.ObservationNoiseCfg}
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        if values is None or f.name not in values or f.name == "dynamics":
-            continue
-        value = values[f.name]
-        if f.name in sub:
-            known = {g.name for g in dataclasses.fields(sub[f.name])}
-            value = sub[f.name](**{k: v for k, v in value.items() if k in known})
-        elif f.name == "domain_randomization":
-            value = sim.DomainRandomizationRanges(**{k: (tuple(v) if isinstance(v, list) else v)
-                                                     for k, v in value.items()})
-        kwargs[f.name] = value
-    kwargs.update(overrides)
-    return dataclasses.replace(cfg, **kwargs)
+    return PointControlEnvCfg.from_dict(values, **overrides)
