@@ -220,8 +220,8 @@ def test_run_state_is_saved_at_checkpoint_epochs(tmp_path, teachers, monkeypatch
 def test_aggregating_dataset_grows(tmp_path, teachers):
     runner = DistillationRunner(_cfg(tmp_path, "agg", on_policy=False, n_epochs=2), teachers=teachers, progress=False)
     runner.run()
-    steps = [r["dataset_steps"] for r in runner.history]
-    assert steps[1] > steps[0] and runner.history[1]["dataset_episodes"] == 2 * 3 * 6
+    steps = [r["dataset_steps"] for r in runner.state.history]
+    assert steps[1] > steps[0] and runner.state.history[1]["dataset_episodes"] == 2 * 3 * 6
 
 
 def test_recurrent_teacher_starts_every_episode_from_its_initial_state():
@@ -250,7 +250,7 @@ def test_init_student_starts_from_the_given_weights(tmp_path, teachers):
     for source in (tmp_path / "first" / "final_actor.pt", tmp_path / "first" / "final_actor.h5"):
         runner = DistillationRunner(_cfg(tmp_path, f"from_{source.suffix[1:]}", init_student=str(source)),
                                     teachers=teachers, progress=False)
-        start = runner.new_student().state_dict()
+        start = runner.setup.new_student().state_dict()
         for k in trained:
             torch.testing.assert_close(start[k], trained[k], rtol=0, atol=0, msg=k)
     fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False).new_student().state_dict()

@@ -137,8 +137,11 @@ class APGConfig:
                                     "instead of randomised dynamics (privileged teachers; the models' evaluation "
                                     "then flies dynamics APG has seen)", resume=FIXED_IN_APG)
     eval_every: int = setting(25, "evaluate (and select the best actor) every N APG steps")
-    eval_episodes: int = setting(256, "randomised-dynamics episodes per APG evaluation (plus "
-                                 "--eval_registry_episodes per model)")
+    eval_episodes: int = setting(128, "episodes per group of the scorecard's selection cases in each APG evaluation "
+                                 "(the selection's paired tests want >= 100)")
+    select_cases: list[str] | None = setting(
+        None, "scorecard cases an APG evaluation flies (default: hover, track_5s, track_10s, delay_10ms, delay_20ms, "
+              "wind, gust, weak_motor, noise_4x; eyas.scorecard.selection)", nargs="*", resume=FIXED_IN_APG)
 
     def validate(self) -> None:
         _at_least(self, 0, "iterations", "steady_start")
@@ -161,6 +164,13 @@ class APGConfig:
             raise DistillationError(f"--apg_registry_share must be in [0, 1), got {self.registry_share}")
         if not 0 < self.barrier_start <= 1:
             raise DistillationError(f"--apg_barrier_start must be in (0, 1], got {self.barrier_start}")
+        if self.select_cases is not None:
+            from eyas.scorecard.selection import selection_cases
+
+            try:
+                selection_cases(list(self.select_cases))
+            except ValueError as e:
+                raise DistillationError(f"--apg_select_cases: {e}") from e
 
     def check_horizon(self, max_episode_length: int) -> None:
         if self.horizon > max_episode_length:
@@ -175,6 +185,10 @@ class DistillConfig:
         help="teacher file(s) (.pt rsl_rl / .h5 rl-tools), teacher run directories, or a directory of teachers (one "
              "teacher per dynamics set, as RAPTOR)", factory=list, nargs="+", metavar="PATH")
     task: str = setting(TASK_ID, "environment id (the embedded env unless Isaac Lab provides it)", resume=FIXED)
+    env: str = setting("teacher", "the embedded env's MDP: 'teacher' (the one the first teacher was trained in, as its "
+                       "teacher.json records), 'raptor' (RAPTOR's: hover to a point, undisturbed) or 'robust' (moving "
+                       "references, actuation delay, wind, gusts, weak motors, observation noise; docs/environment.md)",
+                       resume=FIXED, choices=("teacher", "raptor", "robust"))
     env_backend: str = setting("auto", "auto: Isaac Lab when it is installed and registers --task, else the embedded "
                                "l2f env", resume=FIXED, choices=("auto", "embedded", "isaaclab"))
     isaaclab_packages: list[str] = setting(
@@ -312,6 +326,21 @@ def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, devi
                f"not registered by {', '.join(packages)}; add its package with --isaaclab_packages")
         raise DistillationError(f"unknown --task {task!r} ({why}); the embedded env is {TASK_ID!r}")
     return PointControlEnvCfg()
+
+
+def embedded_mdp(env_cfg, choice: str, teachers: list):
+    """The embedded env config ``env_cfg`` with the MDP the run flies (``--env``): the first teacher's (its
+    teacher.json's ``env_cfg``; RAPTOR's for teachers without one), or a preset; with the "privileged" observation
+    group when a teacher reads it."""
+    from eyas.envs import PointControlEnvCfg
+
+    if choice == "teacher":
+        recorded = next((t.meta["env_cfg"] for t in teachers if "env_cfg" in getattr(t, "meta", {})), None)
+        source = PointControlEnvCfg.from_dict(recorded) if recorded is not None else "raptor"
+    else:
+        source = choice
+    privileged = any(getattr(t, "obs_group", None) == "privileged" for t in teachers)
+    return dataclasses.replace(env_cfg.with_mdp(source), privileged=privileged)
 
 
 def is_embedded(env_cfg) -> bool:

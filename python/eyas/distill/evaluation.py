@@ -4,8 +4,6 @@ embedded env, or new episodes of an Isaac Lab task; and a few recorded flights f
 contiguous share of the episodes and the statistics are gathered, so every rank reports the same figures."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from eyas.distill.collect import env_dtype, env_with_dynamics
@@ -94,67 +92,6 @@ class TaskEvaluator:
         if self.world.distributed:
             stats = EpisodeStats.concat(self.world.all_gather(stats))
         return {"task": stats.summary()}
-
-
-POSITION_ERROR_TOLERANCE = (0.05, 0.002)  # relative, absolute [m]: what counts as "not worse" on the same episodes
-# a group that holds position within this share of the reference's (RAPTOR's) error there is doing the task twice
-# as well as the reference: moves below it do not count against a candidate (sub-cm errors on the models APG flies
-# swing by more than the band from one evaluation to the next, and would otherwise freeze the choice early)
-REFERENCE_SHARE = 0.5
-NEW_BEST = "new best"  # `accepts`' reason for an accepted candidate (the runner finds accepted rows by it)
-
-
-def accepts(candidate: dict[str, dict], accepted: dict[str, dict] | list[dict[str, dict]], held_out: str,
-            reference: dict[str, dict] | None = None) -> tuple[bool, str]:
-    """The best-actor rule of the APG phase: a candidate evaluation replaces the best one (the last of the
-    ``accepted`` evaluations; one evaluation: the best alone) when its ``held_out`` final position error is lower (on
-    the episodes both completed) **and** no group (held-out randomised dynamics or any registry model) is worse than
-    at *any* accepted evaluation: no more terminated episodes, and a final position error not above that
-    evaluation's by more than 5 % (or 0.2 cm, whichever is larger) unless it stays below ``REFERENCE_SHARE`` of the
-    ``reference`` policy's error on that group (RAPTOR on the same episodes, when given). Comparing with every
-    accepted evaluation, not only the last, keeps a group from creeping upwards by steps each within the tolerance.
-    All evaluations fly the same episodes, so a difference is the policy's, not sampling noise; where they carry
-    per-episode results (`EpisodeStats.summary(per_episode=True)`), the position errors are compared on the episodes
-    both flew to the end (a policy that survives an episode the other does not is not charged for holding it less
-    well). Returns (accepted, the reason in a few words)."""
-    accepted = [accepted] if isinstance(accepted, dict) else list(accepted)
-    worse = []
-    for earlier in accepted:
-        worse += [w for w in _worse_groups(candidate, earlier, reference) if w not in worse]
-    if worse:
-        return False, "kept the best: worse on " + ", ".join(worse)
-    error, best_error = _paired_errors(candidate[held_out], accepted[-1][held_out])
-    if not error < best_error:  # position error is what a point-control policy is for (return also pays the approach)
-        return False, "kept the best: no lower position error"
-    return True, NEW_BEST
-
-
-def _worse_groups(candidate: dict[str, dict], best: dict[str, dict], reference: dict[str, dict] | None) -> list[str]:
-    """The groups on which ``candidate`` is worse than ``best`` by `accepts`' terms."""
-    worse = []
-    for group, b in best.items():
-        c = candidate[group]
-        if round(c["share_terminated"] * c["episodes"]) > round(b["share_terminated"] * b["episodes"]):
-            worse.append(f"{group} terminations")
-        error, limit = _paired_errors(c, b)
-        if limit is not None and limit == limit:  # NaN: every best episode terminated, nothing to hold
-            held = reference is not None and error < REFERENCE_SHARE * reference[group]["position_error_mean"]
-            if not held and not error <= limit + max(POSITION_ERROR_TOLERANCE[0] * limit, POSITION_ERROR_TOLERANCE[1]):
-                worse.append(f"{group} position error")
-    return worse
-
-
-def _paired_errors(candidate: dict, best: dict) -> tuple[float | None, float | None]:
-    """(candidate's, best's) mean final position error: over the episodes neither terminated when both carry
-    per-episode results, else their own means."""
-    if "per_episode" not in candidate or "per_episode" not in best:
-        return candidate.get("position_error_mean"), best.get("position_error_mean")
-    c, b = candidate["per_episode"], best["per_episode"]
-    both = [i for i, (tc, tb) in enumerate(zip(c["terminated"], b["terminated"])) if not tc and not tb]
-    if not both:
-        return math.nan, math.nan
-    mean = lambda errors: sum(errors[i] for i in both) / len(both)  # noqa: E731
-    return mean(c["position_error"]), mean(b["position_error"])
 
 
 def raptor_policy(embedded: bool, num_obs: int, num_actions: int, device) -> StudentPolicy | None:

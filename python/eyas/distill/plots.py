@@ -127,16 +127,18 @@ def _plot_apg(ax, rows: list[dict], teacher: dict, raptor: dict | None) -> None:
     a.set_title("APG fine-tuning: training flights")
     a.legend(fontsize=8, loc="upper left")
     a = ax[1]
-    _plot_position_errors(a, it, rows, raptor, xlabel="APG iteration (0: the distilled actor)")
-    a.set_title("APG fine-tuning: evaluations" + (" (dashed: RAPTOR)" if raptor else ""))
-    if rows and rows[0]["eval"]:
-        a.legend(fontsize=7, ncol=4, loc="lower left")
-    held = [r["eval"]["randomized"] for r in rows]
+    a.plot(it, [r["score"] for r in rows], "o-", ms=3, label="score: mean ln(error / RAPTOR's) + 5 x terminated excess")
+    accepted = [r for r in rows if r["selection"].startswith("new best")]
+    a.plot([r["iteration"] for r in accepted], [r["score"] for r in accepted], "k*", ms=8, label="accepted")
+    a.axhline(0, color="gray", lw=0.8)
+    a.set_xlabel("APG iteration (0: the distilled actor)")
+    a.set_ylabel("score against RAPTOR (lower is better)")
+    a.set_title("APG fine-tuning: candidates on the scorecard's selection cases")
+    a.legend(fontsize=7, loc="upper left")
     b = a.twinx()
-    b.plot(it, [100 * e["share_terminated"] for e in held], "s:", ms=3, color="k",
-           label=f"terminated, randomised ({held[0]['episodes']} episodes)")
-    b.axhline(100 * teacher["share_terminated"], color="gray", ls="--", lw=1, label="teachers terminated")
-    b.set_ylabel("terminated episodes [%]")
+    b.plot(it, [len(r["worse_than_raptor"]) for r in rows], "s:", ms=3, color="tab:red",
+           label="groups worse than RAPTOR (paired tests)")
+    b.set_ylabel("groups worse than RAPTOR")
     b.legend(fontsize=7, loc="upper right")
 
 

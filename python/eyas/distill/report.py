@@ -5,42 +5,42 @@ from __future__ import annotations
 
 from eyas.distill import checkpoint
 from eyas.distill.evaluation import raptor_policy, record_flights, teacher_policy_fn
+from eyas.distill.setup import RunSetup
+from eyas.distill.state import RunState
 from eyas.io import atomic_write_json
 from eyas.model import StudentPolicy
 
 
-def _actor(run, weights: dict) -> StudentPolicy:
-    student = StudentPolicy(run.num_obs, run.num_actions, run.cfg.training.hidden_dim).to(run.device)
-    student.load_state_dict(weights)
-    return student.eval()
-
-
-def save_final_actors(run, final) -> tuple[StudentPolicy, int, str, dict | None]:
+def save_final_actors(run: RunSetup, state: RunState, last_distilled: dict, final
+                      ) -> tuple[StudentPolicy, int, str, dict | None]:
     """best_actor, final_actor (and distilled_actor after APG); returns (best, epoch chosen, rule, APG summary)."""
-    weights, best_epoch, chosen = run.distilled_actor()
-    distilled = _actor(run, weights)
+    weights, best_epoch, chosen = state.distilled_actor(last_distilled)
+    distilled = run.new_student(weights).eval()
     meta = {"epoch_chosen": best_epoch, "selection": chosen, "teachers": len(run.bank)}
     apg_summary = None
-    if run.apg_state is not None:  # the APG phase ran: its best evaluation is the best actor
-        best = _actor(run, run.apg_state["best"]["student"])
+    tuned = state.finetune
+    if tuned is not None:  # the APG phase ran: its best candidate is the best actor
+        best = run.new_student(tuned.best["student"]).eval()
         run.save_actor(distilled, run.log_dir, "distilled_actor", meta)
-        apg_best = run.apg_state["best"]["iteration"]
-        meta = {**meta, "apg_iteration_chosen": apg_best,
-                "selection": f"{chosen}, then APG: a lower held-out position error with no group worse (accepts)"}
+        meta = {**meta, "apg_iteration_chosen": tuned.best["iteration"],
+                "selection": f"{chosen}, then APG: the best candidate on the scorecard's selection cases beside "
+                             f"RAPTOR (eyas.scorecard.selection)"}
         chosen = meta["selection"]
-        rows = run.apg_state["history"]
-        apg_summary = {"iterations": rows[-1]["iteration"], "best_iteration": apg_best,
+        rows = tuned.history
+        apg_summary = {"iterations": rows[-1]["iteration"], "best_iteration": tuned.best["iteration"],
+                       "best_worse_than_raptor": next(r["worse_than_raptor"] for r in rows
+                                                      if r["iteration"] == tuned.best["iteration"]),
                        "seconds": {"train_s": sum(r["train_s"] for r in rows), "eval_s": sum(r["eval_s"] for r in rows)},
                        "distilled_actor_final_eval": final(distilled)}
-        last, final_meta = run.apg_student, {"epoch": len(run.history) - 1, "apg_iteration": rows[-1]["iteration"]}
+        final_meta = {"epoch": len(state.history) - 1, "apg_iteration": rows[-1]["iteration"]}
     else:
-        best, last, final_meta = distilled, run.trainer.student, {"epoch": len(run.history) - 1}
+        best, final_meta = distilled, {"epoch": len(state.history) - 1}
     run.save_actor(best, run.log_dir, "best_actor", meta)
-    run.save_actor(last, run.log_dir, "final_actor", final_meta)
+    run.save_actor(run.new_student(state.final_student).eval(), run.log_dir, "final_actor", final_meta)
     return best, best_epoch, chosen, apg_summary
 
 
-def privileged_teachers_on_final(run, final) -> list[dict]:
+def privileged_teachers_on_final(run: RunSetup, final) -> list[dict]:
     """Up to three teachers trained over randomised dynamics fly the final episodes (every group in one flight):
     the like-for-like reference."""
     privileged = [t for t in run.bank.teachers if getattr(t, "params", None) is None][:3]
@@ -58,25 +58,27 @@ def held_out_mean(evals: list[dict], held_out: str) -> dict | None:
             "share_terminated": sum(r["share_terminated"] for r in rows) / len(rows)}
 
 
-def finish(run) -> dict:
-    """Everything a run writes at its end; returns the summary (summary.json)."""
+def finish(run: RunSetup, state: RunState, last_distilled: dict) -> dict:
+    """Everything a run writes at its end; returns the summary (summary.json). ``last_distilled``: the
+    distillation's last student (the distilled actor when no DAgger epoch ran)."""
     c = run.cfg
-    final = run.make_evaluator(c.evaluation.final_eval_episodes, max(c.evaluation.eval_registry_episodes, 10),
-                               seed=c.seed + 2_000_029)
-    best, best_epoch, chosen, apg_summary = save_final_actors(run, final)
+    final = run.evaluator(c.evaluation.final_eval_episodes, max(c.evaluation.eval_registry_episodes, 10),
+                          seed=c.seed + 2_000_029)
+    best, best_epoch, chosen, apg_summary = save_final_actors(run, state, last_distilled, final)
     final_eval = final(best)
     teacher_evals = privileged_teachers_on_final(run, final)
     raptor = raptor_policy(run.embedded, run.num_obs, run.num_actions, run.device)
     flights = record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017) if run.embedded else None
-    teachers = run.teacher_eval["summary"]
+    teachers = state.teacher_eval["summary"]
     held_out = final_eval.get(final.held_out)
     summary = {
-        "environment": ({"backend": "embedded", "task": c.task} if run.embedded else run.env_cfg.to_dict()),
+        "environment": ({"backend": "embedded", "task": c.task, "mdp": run.env_cfg.to_dict()} if run.embedded
+                        else run.env_cfg.to_dict()),
         "held_out": final.held_out,
         "best_actor": str(run.log_dir / "best_actor.h5"), "best_epoch": best_epoch, "selection": chosen,
-        "best_collection_return": run.best["return"],
+        "best_collection_return": state.best["return"],
         "teachers": {"count": len(run.bank), "return_mean": teachers["return_mean"],
-                     "share_terminated": teachers["share_terminated"], "episodes_each": run.teacher_eval["episodes"]},
+                     "share_terminated": teachers["share_terminated"], "episodes_each": state.teacher_eval["episodes"]},
         "final_eval": final_eval,
         "privileged_teachers_on_held_out": held_out_mean(teacher_evals, final.held_out),
         # the same final episodes flown by the released RAPTOR policy and by the (first) privileged teacher
@@ -84,9 +86,9 @@ def finish(run) -> dict:
         "teacher_final_eval": teacher_evals[0] if teacher_evals and run.embedded else None,
         "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                 if held_out and teachers["return_mean"] else None),
-        "gradient_steps": run.trainer.num_updates, "epochs": len(run.history),
+        "gradient_steps": state.gradient_steps, "epochs": len(state.history),
         "world_size": run.world.size,  # processes (torchrun ranks); "seconds" are rank 0's
-        "seconds": {k: sum(r.get(k, 0.0) for r in run.history) for k in ("collect_s", "train_s", "eval_s")},
+        "seconds": {k: sum(r.get(k, 0.0) for r in state.history) for k in ("collect_s", "train_s", "eval_s")},
         "apg": apg_summary,
     }
     summary["foundation_policy_check"] = checkpoint.check_foundation_policy(run.log_dir / "best_actor.h5")

@@ -10,7 +10,7 @@ import torch
 from eyas import sim
 from eyas.sim import Params
 
-from .scenario import ScenarioCfg
+from .scenario import ROBUST, ScenarioCfg
 
 
 @dataclass
@@ -67,6 +67,15 @@ class ObservationNoiseCfg:
     angular_velocity: float = 0.0
 
 
+# the scorecard's base observation noise (its 1x level): position, rotation entries, velocity, body rates
+BASE_NOISE = ObservationNoiseCfg(position=0.01, orientation=0.01, linear_velocity=0.02, angular_velocity=0.05)
+# what an env's MDP is (the rest of a config says how many rows run where): what a teacher records and distils with
+MDP_FIELDS = ("max_episode_length", "domain_randomization", "init", "termination", "reward", "observation_noise",
+              "action_noise", "action_history_length", "scenario")
+# named MDPs: RAPTOR's (hover to a point, undisturbed) and the robust one the scorecard asks for
+PRESETS = {"raptor": {}, "robust": {"scenario": ROBUST, "observation_noise": BASE_NOISE}}
+
+
 @dataclass
 class PointControlEnvCfg:
     num_envs: int = 4096
@@ -105,6 +114,14 @@ class PointControlEnvCfg:
                                          if k in known})
             kwargs[f.name] = value
         return dataclasses.replace(cls(), **(kwargs | overrides))
+
+    def with_mdp(self, source: "PointControlEnvCfg | str") -> "PointControlEnvCfg":
+        """This config with the MDP (`MDP_FIELDS`) of another config, or of a preset (`PRESETS`) on RAPTOR's."""
+        if isinstance(source, str):
+            if source not in PRESETS:
+                raise ValueError(f"unknown env preset {source!r}; presets: {', '.join(PRESETS)}")
+            source = dataclasses.replace(PointControlEnvCfg(), **PRESETS[source])
+        return dataclasses.replace(self, **{name: getattr(source, name) for name in MDP_FIELDS})
 
     def to_dict(self) -> dict:
         out = {}

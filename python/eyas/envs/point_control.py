@@ -106,8 +106,9 @@ class PointControlEnv(VecEnv, gym.Env):
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(cfg.seed + NOISE_SEED)
         sc = cfg.scenario
-        self.settings = Settings(cfg.max_episode_length, sc.moving, sc.observation_clip, sc.delay_slots, sc.gusts,
-                                 sc.weak_motors, cfg.privileged)
+        self.settings = Settings(sc.moving, sc.observation_clip, sc.delay_slots, sc.gusts, sc.weak_motors,
+                                 cfg.privileged)
+        self._max_length = torch.tensor(cfg.max_episode_length, device=self.device)
         self.num_obs = 18 + 4 * cfg.action_history_length
         self.num_teacher_obs = self.num_obs + 4 + NUM_DYNAMICS_FEATURES
         self.num_privileged_obs = self.num_teacher_obs + TASK_OBSERVATION
@@ -355,7 +356,7 @@ class PointControlEnv(VecEnv, gym.Env):
             noise = self._param_row("mdp.action_noise.normalized_rpm")[:, None] * torch.randn(
                 actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
         nxt = self._next
-        out = self._step(self.env_state(), actions, noise, nxt.data, self.settings, nxt.has_params)
+        out = self._step(self.env_state(), actions, noise, nxt.data, self._max_length, self.settings, nxt.has_params)
         count, nan, inf = out["checks"].tolist()  # one host sync: the action checks and the bookkeeping below
         if self.cfg.validate_actions and (nan or inf):  # nothing has changed yet
             raise ValueError("actions contain NaN" if nan else

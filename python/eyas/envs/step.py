@@ -45,7 +45,6 @@ PENDING_OBSERVED = 2
 class Settings(NamedTuple):
     """What a step is specialised on (constants in a compiled graph)."""
 
-    max_length: int = 500
     moving: bool = False  # Lissajous references (`ScenarioCfg.reference_share` > 0)
     clip: bool = False  # PX4's clipping of the observed position and velocity errors
     delay_slots: int = 0  # commands the delay buffer holds (0: no delay)
@@ -84,7 +83,6 @@ class Outcome(NamedTuple):
     """What one step of every row gave (B,) each; ``position_error`` / ``velocity_error`` are rows (3 each)."""
 
     terminated: torch.Tensor
-    time_outs: torch.Tensor
     terms: tuple
     rewards: torch.Tensor
     position_error: Rows  # p - p_ref of the state reached
@@ -269,8 +267,7 @@ def advance(s: EnvState, actions: torch.Tensor, settings: Settings, noise: torch
     rewards = torch.where(terminated, param_rows(s.P, "mdp.reward.termination_penalty"), step_reward)
     history = torch.cat([A, s.H[:-4]]) if s.H.shape[0] > 4 else A
     nxt = EnvState(torch.stack(x_next), s.P, s.T, s.F, history, C, A, length, s.ret + rewards)
-    time_outs = (length >= settings.max_length) & ~terminated
-    return nxt, Outcome(terminated, time_outs, terms, rewards, position, velocity)
+    return nxt, Outcome(terminated, terms, rewards, position, velocity)
 
 
 def _delayed_step(x: Rows, commands: Rows, s: EnvState, d: fused.DynamicsRows) -> tuple[Rows, torch.Tensor]:
@@ -295,9 +292,10 @@ def _delayed_step(x: Rows, commands: Rows, s: EnvState, d: fused.DynamicsRows) -
 
 
 def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, starts: torch.Tensor,
-             settings: Settings, has_params: bool) -> dict:
+             max_length: torch.Tensor, settings: Settings, has_params: bool) -> dict:
     """The env's whole step (module docstring); ``starts`` holds each row's next episode start
-    (`EpisodeStarts.data`). Finished rows begin that episode: their state, history, delay buffer and features come
+    (`EpisodeStarts.data`), ``max_length`` the steps after which an episode times out (a tensor: one compiled graph
+    for every episode length). Finished rows begin that episode: their state, history, delay buffer and features come
     from it; their parameters and task do not (the env copies those for the finished rows alone, which is cheaper
     than a select over every row). Returns the next ``X``, ``H``, ``C``, ``A``, ``length``, ``ret`` (``F`` with
     gusts: otherwise the teacher rows hold the features), the teacher observation rows ``teacher`` (the policy's
@@ -305,7 +303,8 @@ def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, sta
     mean statistics ``log``, ``position_error`` and ``checks`` = (rows finished, any NaN action, any inf action):
     one host read for all three."""
     nxt, out = advance(s, actions, settings, noise)
-    dones = out.terminated | out.time_outs
+    time_outs = (nxt.length >= max_length) & ~out.terminated
+    dones = out.terminated | time_outs
     count = dones.sum()
     finished = (nxt.ret, nxt.length.to(out.rewards.dtype), out.terminated.to(out.rewards.dtype),
                 *(t.to(out.rewards.dtype) for t in out.terms))
@@ -315,7 +314,7 @@ def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, sta
     begun, rotor_speeds = _begin_finished(nxt, dones, starts, blocks, settings)
     _, teacher = observe(begun, settings, rotor_speeds)
     result = {"X": begun.X, "H": begun.H, "C": begun.C, "A": begun.A, "length": begun.length, "ret": begun.ret,
-              "teacher": teacher, "rewards": out.rewards, "terminated": out.terminated, "time_outs": out.time_outs,
+              "teacher": teacher, "rewards": out.rewards, "terminated": out.terminated, "time_outs": time_outs,
               "dones": dones, "terms": torch.stack(out.terms), "log": log, "position_error": norm(out.position_error),
               "checks": checks}
     return result | ({"F": begun.F} if settings.gusts else {})

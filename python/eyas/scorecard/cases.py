@@ -25,14 +25,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from eyas.envs.config import ObservationNoiseCfg
+from eyas.envs.config import BASE_NOISE, ObservationNoiseCfg
 from eyas.envs.scenario import ScenarioCfg
 from eyas.sim import MODEL_NAMES
 
 from .platforms import HOLDOUT_NAMES
 
 RANDOMIZED = "randomized"
-BASE_NOISE = ObservationNoiseCfg(position=0.01, orientation=0.01, linear_velocity=0.02, angular_velocity=0.05)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,8 @@ def load_policy(path: str) -> torch.nn.Module:
         saved = torch.load(file, map_location="cpu", weights_only=True)
         student = StudentPolicy(int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
         student.load_state_dict(saved["state_dict"])
-    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
+    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError,
+            pickle.UnpicklingError) as e:
         raise ScorecardError(f"{path}: not a student policy (.h5 rl-tools actor or eyas .pt checkpoint): "
                              f"{type(e).__name__}") from e
     if not all(bool(torch.isfinite(v).all()) for v in student.state_dict().values()):

@@ -34,7 +34,7 @@ def table_lines(card: dict) -> list[str]:
                              f" [{100 * low:4.1f},{100 * high:4.1f}] {100 * e['position_error_mean']:6.2f}"
                              f" [{100 * err_low:5.2f},{100 * err_high:5.2f}] "
                              f"{_cm(e['rms_error_mean']) if kind == 'rms' else '':>9} "
-                             f"{e['settling_time_mean']:10.2f} {ratio:8.2f}x")
+                             f"{'' if kind == 'rms' else format(e['settling_time_mean'], '.2f'):>10} {ratio:8.2f}x")
     return lines
 
 

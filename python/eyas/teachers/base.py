@@ -18,7 +18,7 @@ class Teacher(nn.Module):
     Attributes:
         num_obs: width of the observation vector `act` expects.
         num_actions: width of the action vector it returns (4 motor commands).
-        obs_group: observation group of the eyas env it reads: "teacher" or "policy".
+        obs_group: observation group of the eyas env it reads: "teacher", "privileged" or "policy".
         params: the `eyas.sim.Params` it was trained for, or None (privileged teacher over randomised dynamics,
             or unknown dynamics).
         name: short identifier (file stem or run name).
@@ -42,8 +42,8 @@ class Teacher(nn.Module):
         obs_slice: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        if obs_group not in ("teacher", "policy"):
-            raise TeacherError(f"obs_group must be 'teacher' or 'policy', got {obs_group!r}")
+        if obs_group not in ("teacher", "privileged", "policy"):
+            raise TeacherError(f"obs_group must be 'teacher', 'privileged' or 'policy', got {obs_group!r}")
         self.net = net
         self.num_obs = int(num_obs)
         self.num_actions = int(num_actions)
