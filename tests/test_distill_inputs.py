@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from eyas import StudentPolicy
-from eyas.distill.cli import main
+from eyas.cli import main as eyas
+
+
+def main(argv: list) -> int:
+    """`eyas distill ARGV`'s exit status."""
+    return eyas(["distill", *argv])
 
 
 def write_teacher(path, num_obs: int = 74, bias: float = 0.4, seed: int = 0):

@@ -292,9 +292,7 @@ def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path, teachers
 
 def test_resume_from_another_working_directory(tmp_path, monkeypatch):
     """Teacher paths are stored absolute: a run started with a relative path resumes from anywhere."""
-    from test_distill_inputs import write_teacher
-
-    from eyas.distill.cli import main
+    from test_distill_inputs import main, write_teacher
 
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

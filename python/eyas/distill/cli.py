@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
-from eyas.cli import ArgumentParser
+from eyas.cli_args import ArgumentParser, run_command
 from eyas.distill.config import DistillConfig, flag_table
+from eyas.errors import EyasError, Interrupted
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 GROUPS = {"apg_": "APG fine-tuning (not rl-tools: after the epochs, backpropagate flights through the "
@@ -95,9 +96,7 @@ def resume_config(args: argparse.Namespace, argv: list[str] | None) -> DistillCo
 def main(argv: list[str] | None = None) -> int:
     """`eyas distill`; under torchrun (WORLD_SIZE / RANK / LOCAL_RANK set) every rank runs this with the same flags
     (`eyas.distill.distributed`). A rank that fails says so in one line, ``rank K: ...``."""
-    from eyas.distill.dataset import DistillationError
-    from eyas.distill.distributed import PeerError, SaidByMain, launched
-    from eyas.envs.isaaclab_task import IsaacLabError
+    from eyas.distill.distributed import launched
 
     args = build_parser().parse_args(argv)
     who = ""
@@ -110,21 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             from eyas.distill.runner import DistillationRunner
 
             summary = DistillationRunner(cfg, resume=args.resume, progress=not args.quiet, world=world).run()
-    except (DistillationError, IsaacLabError) as e:
-        if not isinstance(e, SaidByMain):  # rank 0's own error: rank 0 says it
-            print(f"eyas distill: error: {who}{e}", file=sys.stderr)
-        return 2
-    except PeerError as e:
-        print(f"eyas distill: error: {who}{e}", file=sys.stderr)
-        return 1
+    except EyasError as e:  # said by `eyas.cli_args.run_command`, naming the rank under torchrun
+        e.args = (f"{who}{e}", *e.args[1:])
+        raise
     except KeyboardInterrupt:
-        print(f"eyas distill: {who}interrupted; the last complete epoch can be continued with --resume",
-              file=sys.stderr)
-        return 130
+        raise Interrupted(f"{who}interrupted; the last complete epoch can be continued with --resume") from None
     if summary is not None:  # rank 0
         print("\n".join(summary_lines(summary, cfg.task, cfg.log_dir, cfg.plots)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("distill", main, sys.argv[1:]))
