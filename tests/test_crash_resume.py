@@ -59,9 +59,9 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, phase, args, ready)
         assert torch.equal(a[k], b[k]), (phase, k)
 
 
-TEACHER_TINY = ["--iterations", "6", "--max-minutes", "0", "--num-envs", "32", "--steps-per-env", "8",
-                "--eval-interval", "2", "--eval-envs", "8", "--final-eval-episodes", "8", "--actor-hidden", "16",
-                "--critic-hidden", "16", "--threads", "1", "--seed", "3"]
+TEACHER_TINY = ["--iterations", "6", "--max_minutes", "0", "--num_envs", "32", "--steps_per_env", "8",
+                "--eval_interval", "2", "--eval_envs", "8", "--final_eval_episodes", "8", "--actor_hidden", "16",
+                "--critic_hidden", "16", "--num_threads", "1", "--seed", "3"]
 
 
 def _teacher_train(out: Path, *args: str) -> subprocess.Popen:
@@ -108,7 +108,7 @@ def test_teacher_resume_refuses_other_settings(tmp_path):
     assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
     (out / "privileged" / "teacher.json").write_text(
         (out / "privileged" / "teacher.json").read_text().replace('"status": "done"', '"status": "running"'))
-    other = _teacher_train(out, "--resume", "--num-envs", "16")
+    other = _teacher_train(out, "--resume", "--num_envs", "16")
     assert other.wait(timeout=600) == 2
     err = other.stderr.read().strip().splitlines()
     assert len(err) == 1 and "started with other settings" in err[0] and "num_envs: 32 -> 16" in err[0], err

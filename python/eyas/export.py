@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyas.cli import ArgumentParser
+from eyas.cli_args import ArgumentParser, at_least, run_command
+from eyas.errors import EyasError
 from eyas.io import atomic_path
 from eyas.model import StudentPolicy
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
@@ -42,7 +43,7 @@ EXAMPLE_SHAPE = (500, 2)  # rl-tools' exporter: 500 steps x 2 sequences
 SELF_CHECK_TOLERANCE = 1e-5
 
 
-class ExportError(ValueError):
+class ExportError(EyasError, ValueError):
     """Bad input for `eyas export`: reported as one line, exit status 2."""
 
 
@@ -286,23 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--observation", help="observation layout string (default: the checkpoint's meta)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the example input when the source has none")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the example input when the source has none")
     args = parser.parse_args(argv)
-    try:
-        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-        unknown = [f for f in formats if f not in FORMATS]
-        if unknown or not formats:
-            raise ExportError(f"--formats: unknown format {unknown[0] if unknown else '(none)'!r}; "
-                              f"choose from {','.join(FORMATS)}")
-        torch.set_num_threads(1)
-        with warnings.catch_warnings():  # torch's deprecation notes on torch.jit / the TorchScript ONNX exporter
-            warnings.simplefilter("ignore", DeprecationWarning)
-            written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
-    except (ExportError, OSError) as e:
-        print(f"eyas export: error: {e}", file=sys.stderr)
-        return 2
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"--formats: unknown format {unknown[0] if unknown else '(none)'!r}; "
+                          f"choose from {','.join(FORMATS)}")
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():  # torch's deprecation notes on torch.jit / the TorchScript ONNX exporter
+        warnings.simplefilter("ignore", DeprecationWarning)
+        written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
     for path in written:
         print(f"{path}  {path.stat().st_size:,} bytes")
     return 0
 
 
+if __name__ == "__main__":
+    sys.exit(run_command("export", main, sys.argv[1:]))

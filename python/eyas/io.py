@@ -20,6 +20,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename: files get open()'s mode
     os.close(fd)
     try:
         yield Path(tmp)
@@ -28,6 +29,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (which can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

@@ -8,7 +8,7 @@ the logger's totals and the evaluation curve, to ``resume.pt`` (the one it repla
 ``train_teacher(..., resume=True)`` restores it and lets rsl_rl's ``learn`` run the remaining iterations, so on
 the same device and thread count a killed run continues as if it had not stopped, with two limits:
 
-* ``--max-minutes`` stops on rsl_rl's measured training time, which no rerun reproduces;
+* ``--max_minutes`` stops on rsl_rl's measured training time, which no rerun reproduces;
 * with observation noise on (off by default), the first observation after the resume has its noise redrawn.
 """
 from __future__ import annotations
