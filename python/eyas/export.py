@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import pickle
 import sys
 import tarfile
 import warnings
@@ -75,19 +74,10 @@ def load_student(path: str | Path) -> tuple[StudentPolicy, np.ndarray | None]:
         except RLToolsH5Error:
             example = None
         return policy, example
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        shape = (int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
-        policy = StudentPolicy(*shape)
-        policy.load_state_dict(saved["state_dict"])
-    except (pickle.UnpicklingError, KeyError, IndexError, AttributeError, TypeError, RuntimeError, ValueError,
-            EOFError) as e:
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise ExportError(f"{path}: not a student checkpoint (an rl-tools .h5 actor or an eyas distill .pt): "
-                          f"{detail}") from e
-    if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
-        raise ExportError(f"{path}: the student's parameters contain NaN or inf")
-    policy.meta = saved.get("meta")
+    from eyas.distill.checkpoint import read_student_pt
+
+    policy, meta = read_student_pt(path, ExportError)
+    policy.meta = meta
     return policy, None
 
 

@@ -92,6 +92,32 @@ def atomic_with(path: str | os.PathLike, write: Callable[[Path], None], suffix: 
     return Path(path)
 
 
+def read_torch_file(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers of them only, so a file
+    whose unpickling would build anything else (and so could run code) is refused before anything in it runs.
+    Every failure is ``error`` with one line naming the file: ``what`` says what it should have been."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch names the global a file would build (and so could run code through); junk bytes name none
+        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if culprit is not None:
+            raise error(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); eyas "
+                        f"reads {what} files without running code") from e
+        raise error(f"cannot read {what} {path}: not a torch checkpoint (truncated, corrupt or another format)") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types for missing, empty and corrupt files
+        raise error(f"cannot read {what} {path}: {type(e).__name__}: {first_line(e)}") from e
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (at most 200 characters): what a one-line error quotes of it."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def _json_default(o):
     import torch
 

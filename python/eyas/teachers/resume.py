@@ -14,14 +14,13 @@ the same device and thread count a killed run continues as if it had not stopped
 from __future__ import annotations
 
 import json
-import pickle
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from eyas.io import atomic_torch_save_keeping_previous, read_with_fallback
+from eyas.io import atomic_torch_save_keeping_previous, read_torch_file, read_with_fallback
 
 from .base import TeacherError
 
@@ -66,11 +65,7 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise TeacherError(f"--resume: {path} is missing (the run never finished an iteration, or is not an "
                            f"`eyas teacher train` run)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise TeacherError(f"--resume: cannot read {path} ({type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]})") from e
+    state = read_torch_file(path, TeacherError, "--resume state")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TeacherError(f"--resume: {path} is not an eyas teacher resume state")
     return state
