@@ -25,6 +25,7 @@ from .base import TeacherError
 from .nets import Normalize, TakeFirst, linear, rsl_rl_activation
 
 SIDECAR = "teacher.json"
+STD_KEYS = ("distribution.std_param", "distribution.log_std_param", "std", "log_std")  # rsl_rl >= 4, <= 3
 
 
 def read_sidecar(location: Path) -> dict | None:
@@ -104,6 +105,11 @@ def parse_rsl_rl_actor(ckpt: dict[str, Any]) -> dict[str, Any]:
         raise TeacherError(f"no MLP actor layers found in the checkpoint's {layout!r}")
     _check_finite({**sd, **(ckpt.get("obs_norm_state_dict") or {})}, layout)
     _check_shapes(layers, norm, sd, layout)
+    for key in STD_KEYS:
+        value = sd.get(key)
+        if value is not None and not (value.is_floating_point() and value.numel() == layers[-1][0].shape[0]):
+            raise TeacherError(f"{layout}: the action std {key} ({tuple(value.shape)}, {value.dtype}) does not "
+                               f"match the {layers[-1][0].shape[0]} actions")
     return {"layout": layout, "layers": layers, "normaliser": norm, "std": std}
 
 
