@@ -227,7 +227,6 @@ def test_aggregating_dataset_grows(tmp_path, teachers):
 def test_recurrent_teacher_starts_every_episode_from_its_initial_state():
     """The released RAPTOR student as a teacher (rl-tools resets a teacher's state at episode starts): its labels
     equal the policy run from its initial state over each stored episode."""
-    pytest.importorskip("foundation_policy")
     from eyas.teachers import load_teachers
 
     teacher = load_teachers(["foundation_policy"])[0]

@@ -141,7 +141,7 @@ def test_damaged_tar_is_refused_not_aborted(tmp_path):
 
 
 def _onnx_session(path: Path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -157,7 +157,7 @@ def _run_steps(step, h0, x, reset):
 
 
 def test_onnx_sequences_with_per_row_resets(exported):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     source, policy, out = exported
     model = onnx.load(str(out / "policy.onnx"))
     onnx.checker.check_model(model)
@@ -219,7 +219,7 @@ def test_reset_state_matters(tmp_path):
 
 
 def test_raptor_round_trips_and_reproduces_its_own_example(tmp_path):
-    fp = pytest.importorskip("foundation_policy")
+    import foundation_policy as fp
     from eyas.rltools_h5 import load_rltools_h5, read_example
 
     source = eyas.raptor_checkpoint_path()
