@@ -2,7 +2,8 @@
 
 Defaults are rl-tools' (src/foundation_policy/post_training/config.h): 1000 epochs, 10 episodes per teacher and
 epoch, batches of 64 sequences of 500 steps, Adam lr 1e-4, 10 teacher-forcing epochs, on-policy, shuffled.
-Boolean flags take an optional value: ``--on_policy``, ``--on_policy false``, ``--no_on_policy``.
+Boolean flags take an optional value: ``--on_policy``, ``--on_policy false``, ``--no_on_policy``. Settings may come
+from a recipe, ``--config recipes/main_job.toml`` (`eyas.distill.recipe`); flags given override it.
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 1 another torchrun rank stopped or timed
 out, 130 interrupted. Under torchrun: ``torchrun --nproc_per_node N -m eyas.distill ...`` (docs/scaling.md).
 """
@@ -14,6 +15,7 @@ import sys
 
 from eyas.cli_args import ArgumentParser, run_command
 from eyas.distill.config import DistillConfig, flag_table
+from eyas.distill.recipe import recipe_argv
 from eyas.errors import EyasError, Interrupted
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.metadata.get("flag", True):
             group = next((g for prefix, g in groups.items() if name.startswith(prefix)), p)
             _add_flag(group, name, defaults[name], f.metadata)
+    p.add_argument("--config", metavar="RECIPE.toml",
+                   help="settings from a recipe: a TOML file of these flags by name (recipes/main_job.toml); flags "
+                        "given on the command line override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --log_dir from its last complete epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -64,6 +69,17 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     values = {k: v for k, v in vars(args).items() if k in names}
     values["teacher_checkpoint"] = list(args.teacher_checkpoint or [])
     return DistillConfig.from_flags(**values)
+
+
+def with_recipe(argv: list[str]) -> list[str]:
+    """``argv`` with the settings of its --config recipe (if any) written before it as flags, so that the command
+    line's own flags override them (`eyas.distill.recipe`)."""
+    parser = build_parser()
+    path = parser.parse_args(argv).config
+    if path is None:
+        return argv
+    names = {name for name, f in flag_table() if f.metadata.get("flag", True)}
+    return recipe_argv(path, parser, names) + argv
 
 
 def _explicit(argv: list[str] | None) -> set[str]:
@@ -98,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     (`eyas.distill.distributed`). A rank that fails says so in one line, ``rank K: ...``."""
     from eyas.distill.distributed import launched
 
+    argv = with_recipe(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     who = ""
     try:
