@@ -271,14 +271,18 @@ def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
     return [out / FORMATS[f] for f in formats]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="eyas export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="student .h5 (rl-tools layout) or .pt (eyas distill checkpoint)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--observation", help="observation layout string (default: the checkpoint's meta)")
     parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the example input when the source has none")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
