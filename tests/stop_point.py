@@ -6,7 +6,8 @@ or interrupts it: no race with a run that ends between a poll and a kill.
 TARGET is ``module:attribute.path`` (a function or a method, patched where the run looks it up). The stages count
 in turn: once the first TARGET has returned N times, the second's calls are counted, and so on; when the last
 reaches its N the run writes one byte to file descriptor FD (a pipe the test waits on) and sleeps until a signal
-ends it. A run that ends before that point closes FD without a byte. Used by tests/test_crash_resume.py.
+ends it (after 10 minutes it exits with status 3, so a test that failed first leaves no process behind). A run that
+ends before that point closes FD without a byte. Used by tests/test_crash_resume.py.
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import os
 import runpy
 import sys
 import time
+
+
+WAIT_S = 600
 
 
 def _owner_and_name(target: str):
@@ -40,8 +44,8 @@ def install(fd: int, stages: list[tuple[str, int]]) -> None:
         position["stage"], position["calls"] = index + 1, 0
         if position["stage"] == len(stages):
             os.write(fd, b"!")
-            while True:  # the test's SIGKILL or SIGINT ends the run here
-                time.sleep(3600)
+            time.sleep(WAIT_S)  # the test's SIGKILL or SIGINT ends the run here
+            os._exit(3)
 
     for index, (target, _) in enumerate(stages):
         owner, name = _owner_and_name(target)

@@ -111,7 +111,7 @@ def test_teacher_train_init_checkpoint_and_resume(tmp_path, crafted, capsys):
     init = crafted(tmp_path / "init" / "model_3.pt",
                    wrap=lambda p: {"actor_state_dict": p, "critic_state_dict": {}, "iter": 3})
     refused(capsys, crafted, ["teacher", "train", "--dynamics", "crazyflie", "--out", str(tmp_path / "a"),
-                              "--init_checkpoint", str(init), *TINY_TEACHER], "teacher", PLAIN)
+                              "--init_checkpoint", str(init), *TINY_TEACHER], "teacher train", PLAIN)
     assert not (tmp_path / "a").exists()
     out, run = tmp_path / "b", tmp_path / "b" / "crazyflie"
     train = ["teacher", "train", "--dynamics", "crazyflie", "--out", str(out), *TINY_TEACHER]
@@ -121,7 +121,7 @@ def test_teacher_train_init_checkpoint_and_resume(tmp_path, crafted, capsys):
     (run / "teacher.json").write_text(json.dumps(side | {"training": {"status": "running"}}))
     for name in ("resume.pt", "resume.prev.pt"):
         crafted(run / name, wrap=lambda p: {"format": "eyas-teacher-resume", "iteration": 0, "alg": p})
-    assert "--resume" in refused(capsys, crafted, [*train, "--resume"], "teacher", PLAIN)
+    assert "--resume" in refused(capsys, crafted, [*train, "--resume"], "teacher train", PLAIN)
 
 
 def test_teacher_eval_and_export(tmp_path, crafted, capsys):
@@ -129,9 +129,10 @@ def test_teacher_eval_and_export(tmp_path, crafted, capsys):
     shutil.copytree(TEACHER, run)
     side = json.loads((run / "teacher.json").read_text())
     crafted(run / side["checkpoint"])
-    refused(capsys, crafted, ["teacher", "eval", str(run), "--episodes", "1", "--device", "cpu"], "teacher", PLAIN)
-    refused(capsys, crafted, ["teacher", "eval", str(run / side["checkpoint"]), "--device", "cpu"], "teacher", PLAIN)
-    refused(capsys, crafted, ["teacher", "export", str(run), str(tmp_path / "dest")], "teacher", PLAIN)
+    for path in (run, run / side["checkpoint"]):
+        refused(capsys, crafted, ["teacher", "eval", str(path), "--episodes", "1", "--device", "cpu"], "teacher eval",
+                PLAIN)
+    refused(capsys, crafted, ["teacher", "export", str(run), str(tmp_path / "dest")], "teacher export", PLAIN)
     assert not (tmp_path / "dest").exists()
 
 
@@ -141,4 +142,4 @@ def test_teacher_dynamics_file(tmp_path, crafted, capsys, flag):
     dynamics = crafted(tmp_path / "dynamics.json", wrap=lambda p: {"dynamics": p})
     argv = (["teacher", "train", "--dynamics", str(dynamics), "--out", str(tmp_path / "a"), *TINY_TEACHER]
             if flag == "train" else ["teacher", "eval", TEACHER, "--dynamics", str(dynamics), "--device", "cpu"])
-    assert "dynamics" in refused(capsys, crafted, argv, "teacher")
+    assert "dynamics" in refused(capsys, crafted, argv, f"teacher {flag}")

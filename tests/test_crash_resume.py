@@ -125,7 +125,7 @@ def test_interrupted_teacher_training_says_so_in_one_line(tmp_path):
     _kill(interrupted, signal.SIGINT)
     err = [line for line in interrupted.stderr.read().splitlines() if line.strip()]
     assert interrupted.returncode == 130, err
-    assert err[-1] == (f"eyas teacher: interrupted; the same command with --resume continues {run} after its last "
+    assert err[-1] == (f"eyas teacher train: interrupted; the same command with --resume continues {run} after its last "
                        f"complete iteration") and not any("Traceback" in line for line in err), err
     assert sorted(p.name for p in run.glob("resume*.pt")) == ["resume.prev.pt", "resume.pt"]
     assert not list(run.glob(".*.tmp"))  # nothing half-written

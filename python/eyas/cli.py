@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     argv.remove(command)
-    return run_command(command, importlib.import_module(COMMANDS[command][0]).main, argv)
+    module = importlib.import_module(COMMANDS[command][0])
+    name = module.command_name(argv) if hasattr(module, "command_name") else command  # `teacher train`
+    return run_command(name, module.main, argv)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def load_student(path: str | Path) -> tuple[StudentPolicy, np.ndarray | None]:
 
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+        raise ExportError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
     if h5py.is_hdf5(path):
         try:
             policy = load_rltools_h5(path)
@@ -264,10 +264,12 @@ def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
         with contextlib.ExitStack() as stack:  # unwinds every atomic_path: all renamed, or all deleted
             for fmt in formats:
                 writers[fmt](stack.enter_context(atomic_path(out / FORMATS[fmt], suffix=Path(FORMATS[fmt]).suffix)))
-    except OSError as e:
+    except BaseException as e:  # a failed write or an interrupt: the directory as it was
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-        raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
+        if isinstance(e, OSError):
+            raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
+        raise
     return [out / FORMATS[f] for f in formats]
 
 

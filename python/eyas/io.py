@@ -92,6 +92,9 @@ def atomic_with(path: str | os.PathLike, write: Callable[[Path], None], suffix: 
     return Path(path)
 
 
+NOT_TORCH = "not a torch checkpoint (empty, truncated, corrupt or another format)"
+
+
 def read_torch_file(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
     """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers of them only, so a file
     whose unpickling would build anything else (and so could run code) is refused before anything in it runs.
@@ -108,9 +111,11 @@ def read_torch_file(path: str | os.PathLike, error: type[Exception], what: str) 
         if culprit is not None:
             raise error(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); eyas "
                         f"reads {what} files without running code") from e
-        raise error(f"cannot read {what} {path}: not a torch checkpoint (truncated, corrupt or another format)") from e
-    except Exception as e:  # noqa: BLE001 - torch raises many types for missing, empty and corrupt files
-        raise error(f"cannot read {what} {path}: {type(e).__name__}: {first_line(e)}") from e
+        raise error(f"cannot read {what} {path}: {NOT_TORCH} (UnpicklingError)") from e
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or first_line(e)}") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types (EOFError, RuntimeError, ...) for bad bytes
+        raise error(f"cannot read {what} {path}: {NOT_TORCH} ({type(e).__name__})") from e
 
 
 def first_line(e: BaseException) -> str:

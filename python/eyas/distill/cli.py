@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from eyas.cli_args import ArgumentParser, run_command
+from eyas.cli_args import ArgumentParser, check_output_dir, run_command
 from eyas.distill.config import DistillConfig, flag_table
 from eyas.distill.recipe import recipe_argv
 from eyas.errors import EyasError, Interrupted
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             who = f"rank {world.rank}: " if world.distributed else ""
             # rank 0 reads the run directory (config.json of --resume); every rank gets its settings
             cfg = world.from_main(lambda: resume_config(args, argv) if args.resume else config_from_args(args))
+            check_output_dir(cfg.log_dir, "--log_dir")
             from eyas.distill.report import summary_lines
             from eyas.distill.runner import DistillationRunner
 

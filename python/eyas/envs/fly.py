@@ -10,7 +10,9 @@ import torch
 
 from eyas.cli_args import (DEVICE_HELP, ArgumentParser, at_least, check_output_dir, check_output_file, device_name,
                            resolve_device, run_command)
+from eyas.errors import UsageError
 from eyas.io import atomic_write_json
+from eyas.rltools_h5 import RAPTOR_OBSERVATION
 from eyas.envs.rollout import EpisodeStats, evaluate, student_policy_fn, wilson_interval
 from eyas.envs.point_control import PointControlEnv, PointControlEnvCfg
 from eyas.sim import MODEL_NAMES
@@ -36,6 +38,9 @@ def fly(policy: torch.nn.Module, dynamics: str, episodes: int, seed: int = 0, de
     """Evaluate `policy` on `episodes` episodes of `dynamics` ("randomized" or a registry model)."""
     cfg = PointControlEnvCfg(num_envs=min(episodes, max_parallel), device=device, seed=seed, dynamics=dynamics)
     env = PointControlEnv(cfg)
+    if getattr(policy, "num_obs", env.num_obs) != env.num_obs:
+        raise UsageError(f"the policy reads {policy.num_obs} observations; the env's policy observation is "
+                         f"{env.num_obs} wide (l2f's: {RAPTOR_OBSERVATION})")
     return evaluate(student_policy_fn(policy), env, episodes, record_envs=record)
 
 

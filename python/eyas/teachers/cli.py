@@ -202,28 +202,20 @@ def _trained_line(name: str, side: dict, run: Path) -> str:
 
 
 def _eval(args) -> int:
-    from eyas.envs import PointControlEnv
-
-    from .evaluate import env_cfg_from_dict, evaluate_actor
-    from .loading import load_teacher_set
+    from .base import check_teacher_env
+    from .evaluate import evaluate_actor
 
     if args.json:
         check_output_file(args.json, "--json")
     device = str(resolve_device(args.device))
-    kwargs = {"obs_slice": args.obs_slice} if args.obs_slice else {}
-    teachers = load_teacher_set(args.paths if len(args.paths) > 1 else args.paths[0], device=device, **kwargs)
-    override = None
-    if args.dynamics:
-        override = "randomized" if args.dynamics == "randomized" else _load_params(args.dynamics)[1]
+    flights = _eval_envs(args, device)
+    for teacher, env, _ in flights:  # every teacher against its env before the first episode
+        check_teacher_env(teacher, env)
     rows = []
     print(f"{'teacher':<28} {'dynamics':<12} {'episodes':>8} {'return':>9} {'terminated':>11} {'final err':>10} "
           f"{'err last 1s':>12}")
-    for teacher in teachers:
-        dynamics = override if override is not None else (teacher.params if teacher.params is not None else "randomized")
-        cfg = env_cfg_from_dict(teacher.meta.get("env_cfg"), num_envs=min(args.num_envs, args.episodes),
-                                device=device, seed=args.seed, dynamics=dynamics)
-        summary = evaluate_actor(teacher, PointControlEnv(cfg), args.episodes, seed=args.seed)
-        label = "randomized" if isinstance(dynamics, str) else "fixed"
+    for teacher, env, label in flights:
+        summary = evaluate_actor(teacher, env, args.episodes, seed=args.seed)
         print(f"{teacher.name:<28} {label:<12} {summary['episodes']:>8} {summary['return_mean']:>9.1f} "
               f"{100 * summary['share_terminated']:>10.2f}% {_cm(summary['final_position_error_mean']):>10} "
               f"{_cm(summary['position_error_mean']):>12}", flush=True)
@@ -233,6 +225,28 @@ def _eval(args) -> int:
 
         atomic_write(Path(args.json), json.dumps(rows, indent=1))
     return 0
+
+
+def _eval_envs(args, device: str) -> list:
+    """(teacher, env, "randomized" or "fixed") for every teacher of the paths: its own env settings and dynamics,
+    or --dynamics."""
+    from eyas.envs import PointControlEnv
+
+    from .evaluate import env_cfg_from_dict
+    from .loading import load_teacher_set
+
+    kwargs = {"obs_slice": args.obs_slice} if args.obs_slice else {}
+    teachers = load_teacher_set(args.paths if len(args.paths) > 1 else args.paths[0], device=device, **kwargs)
+    override = None
+    if args.dynamics:
+        override = "randomized" if args.dynamics == "randomized" else _load_params(args.dynamics)[1]
+    flights = []
+    for teacher in teachers:
+        dynamics = override if override is not None else (teacher.params if teacher.params is not None else "randomized")
+        cfg = env_cfg_from_dict(teacher.meta.get("env_cfg"), num_envs=min(args.num_envs, args.episodes),
+                                device=device, seed=args.seed, dynamics=dynamics)
+        flights.append((teacher, PointControlEnv(cfg), "randomized" if isinstance(dynamics, str) else "fixed"))
+    return flights
 
 
 def _cm(value: float) -> str:
@@ -268,6 +282,14 @@ def _export(args) -> int:
     return 0
 
 
+SUBCOMMANDS = ("train", "eval", "export")
+
+
+def command_name(argv: list[str]) -> str:
+    """The command as its errors name it: ``teacher train``, as argparse names it in its own."""
+    return f"teacher {argv[0]}" if argv and argv[0] in SUBCOMMANDS else "teacher"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "num_threads", None):
@@ -276,4 +298,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_command("teacher", main, sys.argv[1:]))
+    sys.exit(run_command(command_name(sys.argv[1:]), main, sys.argv[1:]))

@@ -57,7 +57,7 @@ def load(out: Path) -> dict:
     """The latest readable resume state of run directory ``out``; ``resume.prev.pt`` (with a one-line notice)
     when ``resume.pt`` is missing, truncated or corrupt."""
     return read_with_fallback(out / RESUME, out / PREVIOUS, _read, TeacherError,
-                              lambda latest, state: f"eyas teacher: {latest}; resuming from {PREVIOUS} "
+                              lambda latest, state: f"eyas teacher train: {latest}; resuming from {PREVIOUS} "
                                                     f"(iteration {state['iteration']})")
 
 
