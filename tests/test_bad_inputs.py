@@ -341,16 +341,20 @@ def _no_cuda(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
 
 
-def _tripwire(monkeypatch, target: str) -> None:
+def _reached(target: str):
+    def reached(*args, **kwargs):
+        raise AssertionError(f"{target} was reached: the bad input was not refused first")
+    return reached
+
+
+def _tripwire(monkeypatch, target: str, replacement=None) -> None:
+    """``target`` ("module:attribute.path") replaced by ``replacement`` (default: a failure) for the test."""
     module, _, path = target.partition(":")
     owner = __import__(module, fromlist=["_"])
     *parents, name = path.split(".")
     for parent in parents:
         owner = getattr(owner, parent)
-
-    def reached(*args, **kwargs):
-        raise AssertionError(f"{target} was reached: the bad input was not refused first")
-    monkeypatch.setattr(owner, name, reached)
+    monkeypatch.setattr(owner, name, replacement or _reached(target))
 
 
 def test_every_cell_is_listed(tmp_path):
@@ -371,27 +375,53 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, command, cell):
     assert "Traceback" not in err and not any(p.exists() for p in case.untouched), case.untouched
 
 
-# the work each command does, and what it is interrupted in (Ctrl-C reaches Python as KeyboardInterrupt)
+# the work each command does, interrupted there (Ctrl-C reaches Python as KeyboardInterrupt), and the one line it
+# answers; `eyas teacher train` gets a real SIGINT in tests/test_crash_resume.py
+RESUMABLE = "interrupted; the last complete epoch can be continued with --resume"
 INTERRUPTED = {
-    "parity": (["parity", "CHECKPOINT", "--dtype", "float64"], "eyas.parity:compare"),
-    "fly": (["fly", "CHECKPOINT", "--episodes", "2", "--device", "cpu", "--json", "OUT"], "eyas.envs.fly:evaluate"),
-    "export": (["export", "CHECKPOINT", "--out", "OUT"], "eyas.export:_write_onnx"),
+    "parity": (["parity", "CHECKPOINT", "--dtype", "float64"], "eyas.parity:compare", "interrupted"),
+    "fly": (["fly", "CHECKPOINT", "--episodes", "2", "--device", "cpu", "--json", "OUT"], "eyas.envs.fly:evaluate",
+            "interrupted"),
+    "export": (["export", "CHECKPOINT", "--out", "OUT"], "eyas.export:_write_onnx", "interrupted"),
+    "distill": (["distill", "--teacher_checkpoint", str(TEACHER_RUN), "--log_dir", "OUT", *TINY_DISTILL],
+                "eyas.distill.runner:DistillationRunner._run", RESUMABLE),
     "teacher eval": (["teacher", "eval", str(TEACHER_RUN), "--episodes", "2", "--device", "cpu", "--json", "OUT"],
-                     "eyas.teachers.evaluate:evaluate_actor"),
-    "teacher export": (["teacher", "export", str(TEACHER_RUN), "OUT"], "eyas.teachers.loading:load_teacher"),
+                     "eyas.envs:evaluate", "interrupted"),
+    "teacher export": (["teacher", "export", str(TEACHER_RUN), "OUT"], "eyas.teachers.loading:load_teacher",
+                       "interrupted"),
 }
 
 
 @pytest.mark.parametrize("command", INTERRUPTED)
 def test_interrupted_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch, command):
-    argv, target = INTERRUPTED[command]
+    """One line, exit 130, and no output but a run directory that --resume continues (distill's)."""
+    argv, target, said = INTERRUPTED[command]
     out = tmp_path / "out"
     argv = [str(raptor_checkpoint_path()) if a == "CHECKPOINT" else str(out) if a == "OUT" else a for a in argv]
-    module, _, name = target.partition(":")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(__import__(module, fromlist=["_"]), name, interrupt)
-    assert eyas_main(argv) == 130
+    _tripwire(monkeypatch, target, interrupt)
+    assert run(argv) == 130
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert lines == [f"eyas {command}: interrupted"] and not out.exists(), lines
+    assert lines == [f"eyas {command}: {said}"], lines
+    assert not out.exists() or (command == "distill" and not list(out.glob("*.pt"))), list(out.iterdir())
+
+
+def test_the_reliability_table_names_these_tests():
+    """docs/reliability.md's table: every cell filled, every B cell a case above, every I cell an interrupt test."""
+    lines = Path("docs/reliability.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| | missing |"))
+    end = lines.index("", start)
+    header, rows = lines[start], lines[start + 2:end]
+    classes = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert len(rows) == len(CELLS) and len(classes) == 11
+    for row in rows:
+        command = row.split("`")[1]
+        for cls, cell in zip(classes, [c.strip() for c in row.strip("|").split("|")][1:]):
+            codes = [c.strip() for c in cell.split(",")]
+            assert cell, (command, cls)
+            if "B" in codes:
+                assert any(c == cls or c.startswith(f"{cls} (") for c in CELLS[command]), (command, cls)
+            if "I" in codes:
+                assert command in INTERRUPTED, command
