@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eyas.distill.dataset import DistillationError
+from eyas.io import read_torch_file
+
 
 def _figure_module():
     import matplotlib
@@ -27,9 +30,6 @@ def _save(fig, path: Path) -> Path:
 
 def plot_training(log_dir: Path) -> Path:
     """Loss per gradient step; collection and held-out returns; share terminated; registry-model returns."""
-    from eyas.distill.dataset import DistillationError
-    from eyas.io import read_torch_file
-
     plt = _figure_module()
     log_dir = Path(log_dir)
     history = json.loads((log_dir / "history.json").read_text())
