@@ -56,6 +56,15 @@ def canonical_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[st
     return out
 
 
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--num_threads`` and ``--seed``: the same names, defaults and checks in every sub-command that
+    runs torch (`eyas distill` declares them in `DistillConfig`, with the same defaults)."""
+    parser.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    parser.add_argument("--num_threads", type=at_least(1), default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default: 0)")
+
+
 # ------------------------------------------------------------------------------------ checked value types
 def at_least(low: int) -> Callable[[str], int]:
     """argparse type: an integer >= ``low``."""

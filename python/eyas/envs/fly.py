@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from eyas.cli_args import (DEVICE_HELP, ArgumentParser, at_least, check_output_dir, check_output_file, device_name,
-                           resolve_device, run_command)
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file, resolve_device,
+                           run_command)
 from eyas.errors import UsageError
 from eyas.io import atomic_write_json
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
@@ -62,9 +62,7 @@ def build_parser() -> ArgumentParser:
     group.add_argument("--model", choices=MODEL_NAMES, help="fly one registry model")
     group.add_argument("--randomized", action="store_true", help="RAPTOR's domain-randomised dynamics (default)")
     parser.add_argument("--episodes", type=at_least(1), default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_HELP} (default: auto)")
-    parser.add_argument("--num_threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
+    add_run_flags(parser)
     parser.add_argument("--plot", type=Path, help="directory for flight plots of the first episodes")
     parser.add_argument("--num_plots", type=at_least(0), default=4)
     parser.add_argument("--json", type=Path, help="write the summary as JSON")

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import torch
 
-from eyas.cli_args import (DEVICE_HELP, ArgumentParser, at_least, check_output_dir, check_output_file,
-                           device_name, finite_float, resolve_device, run_command, user_error)
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file, finite_float,
+                           resolve_device, run_command, user_error)
 from eyas.errors import Interrupted
 
 from .base import TeacherError
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=device_name, default="auto", help=f"{DEVICE_HELP} (default: auto)")
-    p.add_argument("--num_threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def _obs_slice(text: str) -> tuple[int, int]:
@@ -75,7 +69,7 @@ def _add_train(sub) -> None:
                    help="continue a killed run exactly (same command plus --resume): finished teachers are skipped, "
                         "the interrupted one continues after its last complete iteration (docs/teachers.md)")
     t.add_argument("--verbose", action="store_true", help="print rsl_rl's per-iteration report instead of a bar")
-    _add_common(t)
+    add_run_flags(t)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed the teacher only these columns of its observation group (e.g. 0:26 for RAPTOR's "
                         "pre-training teachers)")
     e.add_argument("--json", default=None, help="write the results to this JSON file")
-    _add_common(e)
+    add_run_flags(e)
 
     x = sub.add_parser("export", help="copy a trained teacher's final checkpoint and sidecar (e.g. into fixtures)")
     x.add_argument("run_dir")
