@@ -15,6 +15,7 @@ import functools
 import importlib
 import os
 import runpy
+import signal
 import sys
 import time
 
@@ -60,6 +61,9 @@ def install(fd: int, stages: list[tuple[str, int]]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # Ctrl-C as an interactive run gets it, also when this was started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits SIG_IGN, and Python then installs no handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     split = argv.index("--")
     fd, specs = int(argv[0]), argv[1:split]
     module, *args = argv[split + 1:]
