@@ -10,5 +10,4 @@ torch.set_num_threads(1)  # parity, not speed; keeps the suite predictable on 2 
 @pytest.fixture(scope="session")
 def raptor_checkpoint():
     """The released RAPTOR student from the foundation-policy package (a test dependency)."""
-    pytest.importorskip("foundation_policy")
     return str(raptor_checkpoint_path())

@@ -84,7 +84,7 @@ def test_float32_outputs_match(shape, seed):
 @given(seed=st.integers(0, 2**31 - 1), num_obs=st.sampled_from([22, 26]))
 def test_three_implementations_agree(tmp_path_factory, seed, num_obs):
     """PyTorch, rl-tools C++ and foundation_policy's numpy reader on an exported random policy."""
-    fp = pytest.importorskip("foundation_policy")
+    import foundation_policy as fp
     path = tmp_path_factory.mktemp("fp") / "p.h5"
     policy = eyas.StudentPolicy(num_obs, 4, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():

@@ -41,7 +41,7 @@ def test_raptor_stepwise_matches_example(raptor_checkpoint):
 
 
 def test_exported_policy_loads_in_foundation_policy(tmp_path):
-    fp = pytest.importorskip("foundation_policy")
+    import foundation_policy as fp
     policy = eyas.StudentPolicy(22, 4, generator=torch.Generator().manual_seed(3))
     path = tmp_path / "student.h5"
     eyas.save_rltools_h5(policy, path, meta={"note": "test"})

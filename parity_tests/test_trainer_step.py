@@ -6,7 +6,7 @@ import torch
 
 from eyas.distill.dataset import EpisodeDataset
 from eyas.distill.trainer import Distillation
-from eyas.parity import TOLERANCE
+from eyas.parity import TOLERANCE, adam_tolerance, with_margin
 from parity_helpers import chain_for, random_policy
 
 
@@ -29,15 +29,16 @@ def _rel(ours: torch.Tensor, theirs: np.ndarray) -> float:
     return float(np.abs(a - theirs).max()) / scale
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("shape", [(500, 64), (32, 8)])
-def test_trainer_steps_match_rltools(dtype, shape):
-    """Three consecutive trainer steps on get_batches' batches vs rl-tools' train_step on the same arrays.
-    Loss, every parameter and both Adam moments are compared after each step. Tolerances are the parity
-    suite's (eyas.parity.TOLERANCE): loss as an output, parameters as the Adam trajectory."""
+# Adam moments after a trainer step vs rl-tools', relative to max |rl-tools moment|. float64 as the parity rows;
+# float32 from the largest differences benchmarks/parity_errors.py observed (`moment_errors`: first 8.950e-6, second
+# 2.158e-5), with the parity rows' margin.
+MOMENT_TOLERANCE = {"float64": (1e-9, 1e-9), "float32": (with_margin(8.950e-6), with_margin(2.158e-5))}
+
+
+def trainer_vs_rltools(dtype, shape, steps: int = 3) -> list[dict[str, float]]:
+    """``steps`` consecutive trainer steps on get_batches' batches (resets mid-row) vs rl-tools' train_step on the
+    same arrays; per step, the largest relative difference of the loss, a parameter, a first and a second moment."""
     seq, batch = shape
-    name = "float64" if dtype == torch.float64 else "float32"
-    tol = TOLERANCE[name]
     num_obs = 22
     policy = random_policy(num_obs, dtype, seed=11, h0_std=0.5)
     chain = chain_for(policy, seq, batch, dtype=dtype)
@@ -45,21 +46,41 @@ def test_trainer_steps_match_rltools(dtype, shape):
     max_len = min(500, 4 * seq)
     ds = _dataset(num_obs, dtype, seed=12, num_episodes=12 * batch * seq // max_len + 8, max_len=max_len)
     batches = list(ds.get_batches(batch, seq, shuffle=True, generator=torch.Generator().manual_seed(13)))
-    assert len(batches) >= 3
-    assert any(bool(b.reset.any()) for b in batches[:3]), "the test batches must contain resets"
-    for step, b in enumerate(batches[:3]):
+    assert len(batches) >= steps
+    assert any(bool(b.reset.any()) for b in batches[:steps]), "the test batches must contain resets"
+    errors = []
+    for b in batches[:steps]:
         cpp_loss = chain.train_step(b.observations.numpy(), b.targets.numpy(), b.reset.numpy(), 1e-4)
         loss = trainer.train_step(b)
-        assert abs(float(loss) - float(cpp_loss)) <= tol["output"] * max(1.0, abs(float(cpp_loss))), \
-            f"step {step}: loss {float(loss)!r} vs rl-tools {float(cpp_loss)!r}"
         cpp_params = chain.get_parameters()
         m1, m2 = chain.get_optimizer_moments(False), chain.get_optimizer_moments(True)
-        for key, p in policy.rltools_parameters().items():
-            assert _rel(p, cpp_params[key]) <= tol["adam"], f"step {step}: parameter {key} differs"
-            state = trainer.optimizer.state[p]
-            assert _rel(state["exp_avg"], m1[key]) <= tol["relative"], f"step {step}: first moment {key}"
-            assert _rel(state["exp_avg_sq"], m2[key]) <= tol["relative"], f"step {step}: second moment {key}"
-    assert trainer.num_updates == 3 and chain.optimizer_age == 1 + 3  # rl-tools' age starts at 1
+        params = policy.rltools_parameters()
+        state = {key: trainer.optimizer.state[p] for key, p in params.items()}
+        errors.append({"loss": _rel(torch.tensor(float(loss), dtype=torch.float64), np.array(float(cpp_loss))),
+                       "adam": max(_rel(p, cpp_params[key]) for key, p in params.items()),
+                       "first moment": max(_rel(state[k]["exp_avg"], m1[k]) for k in params),
+                       "second moment": max(_rel(state[k]["exp_avg_sq"], m2[k]) for k in params)})
+    assert trainer.num_updates == steps and chain.optimizer_age == 1 + steps  # rl-tools' age starts at 1
+    return errors
+
+
+def moment_errors() -> tuple[float, float]:
+    """The largest float32 first- and second-moment differences over the test's shapes (for the tolerance)."""
+    rows = [row for shape in ((500, 64), (32, 8)) for row in trainer_vs_rltools(torch.float32, shape)]
+    return max(r["first moment"] for r in rows), max(r["second moment"] for r in rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(500, 64), (32, 8)])
+def test_trainer_steps_match_rltools(dtype, shape):
+    """Three consecutive trainer steps vs rl-tools': the loss and the parameters within the parity rows'
+    tolerances (eyas.parity.TOLERANCE: "loss", "adam"), both Adam moments within `MOMENT_TOLERANCE`."""
+    name = "float64" if dtype == torch.float64 else "float32"
+    limits = {"loss": TOLERANCE[name]["loss"], "adam": adam_tolerance(name, 3),
+              "first moment": MOMENT_TOLERANCE[name][0], "second moment": MOMENT_TOLERANCE[name][1]}
+    for step, errors in enumerate(trainer_vs_rltools(dtype, shape)):
+        for quantity, error in errors.items():
+            assert error <= limits[quantity], f"step {step}: {quantity} differs by {error:.3e} > {limits[quantity]}"
 
 
 def test_sequence_length_one_matches_rltools():
@@ -77,7 +98,7 @@ def test_sequence_length_one_matches_rltools():
         assert b.observations.shape == (4096, 22) and b.targets.shape == (4096, 4) and b.reset is None
         cpp_loss = chain.train_step(b.observations[None].numpy(), b.targets[None].numpy(), None, 1e-4)
         loss = trainer.train_step(b)
-        assert abs(float(loss) - float(cpp_loss)) <= tol["output"] * max(1.0, abs(float(cpp_loss)))
+        assert _rel(torch.tensor(float(loss), dtype=torch.float64), np.array(float(cpp_loss))) <= tol["loss"]
         cpp_params = chain.get_parameters()
         for key, p in policy.rltools_parameters().items():
             assert _rel(p, cpp_params[key]) <= tol["adam"], f"step {step}: parameter {key} differs"

@@ -35,7 +35,8 @@ def _one_error_line(capsys, rc, command):
 @pytest.mark.parametrize("command", [["parity"], ["fly", "--episodes", "1"], ["teacher", "eval"]])
 def test_bad_checkpoint_gets_one_line(tmp_path, capsys, command, kind):
     path = _bad_files(tmp_path)[kind]
-    line = _one_error_line(capsys, main([*command, str(path)]), command[0])
+    name = " ".join(command[:2]) if command[0] == "teacher" else command[0]
+    line = _one_error_line(capsys, main([*command, str(path)]), name)
     assert path.name in line
 
 

@@ -37,7 +37,6 @@ def test_apg_flies_the_episodes_the_env_flies(teachers, student):
     (terminate) at the same step. A random student crashes every episode, the released RAPTOR policy flies."""
     apg = _apg(teachers[:1], horizon=120, envs=32)
     if student == "raptor":
-        pytest.importorskip("foundation_policy")
         from eyas import load_rltools_h5, raptor_checkpoint_path
         apg.student = load_rltools_h5(raptor_checkpoint_path())
     steps = list(apg.fly())

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from eyas import StudentPolicy
-from eyas.distill.cli import main
+from eyas.cli import main as eyas
+
+
+def main(argv: list) -> int:
+    """`eyas distill ARGV`'s exit status."""
+    return eyas(["distill", *argv])
 
 
 def write_teacher(path, num_obs: int = 74, bias: float = 0.4, seed: int = 0):
@@ -161,7 +166,7 @@ def test_init_student_missing_unreadable_or_wrong_shape(tmp_path, capsys):
     junk = tmp_path / "student.pt"
     junk.write_bytes(b"not a checkpoint")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", junk)
-    check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt", "not an eyas")
+    check_error(capsys, rc, log_dir, "--init_student", "cannot read a student", "student.pt", "not a torch checkpoint")
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", teacher, *small, "--init_student", teacher)  # a teacher, not a GRU
     check_error(capsys, rc, log_dir, "--init_student", "t.h5")
     wide = StudentPolicy(26, 4)

@@ -227,7 +227,6 @@ def test_aggregating_dataset_grows(tmp_path, teachers):
 def test_recurrent_teacher_starts_every_episode_from_its_initial_state():
     """The released RAPTOR student as a teacher (rl-tools resets a teacher's state at episode starts): its labels
     equal the policy run from its initial state over each stored episode."""
-    pytest.importorskip("foundation_policy")
     from eyas.teachers import load_teachers
 
     teacher = load_teachers(["foundation_policy"])[0]
@@ -292,9 +291,7 @@ def test_a_second_writer_on_the_same_run_directory_is_refused(tmp_path, teachers
 
 def test_resume_from_another_working_directory(tmp_path, monkeypatch):
     """Teacher paths are stored absolute: a run started with a relative path resumes from anywhere."""
-    from test_distill_inputs import write_teacher
-
-    from eyas.distill.cli import main
+    from test_distill_inputs import main, write_teacher
 
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

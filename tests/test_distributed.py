@@ -233,9 +233,9 @@ def test_torchrun_two_ranks_train_one_teacher_through_rsl_rl(tmp_path):
     its, envs, steps = 2, 16, 8
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "eyas.teachers.cli", "train", "--mode", "privileged", "--out", str(tmp_path), "--iterations", str(its),
-           "--max-minutes", "0", "--num-envs", str(envs), "--steps-per-env", str(steps), "--eval-interval", "1",
-           "--eval-envs", "4", "--final-eval-episodes", "4", "--actor-hidden", "8", "--critic-hidden", "8",
-           "--threads", "1", "--seed", "3"]
+           "--max_minutes", "0", "--num_envs", str(envs), "--steps_per_env", str(steps), "--eval_interval", "1",
+           "--eval_envs", "4", "--final_eval_episodes", "4", "--actor_hidden", "8", "--critic_hidden", "8",
+           "--num_threads", "1", "--seed", "3"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     side = json.loads((tmp_path / "privileged" / "teacher.json").read_text())

@@ -272,7 +272,6 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
 
 def test_raptor_policy_hovers_the_crazyflie():
     """End-to-end smoke test with the released checkpoint (foundation-policy package)."""
-    pytest.importorskip("foundation_policy")
     import eyas
 
     policy = eyas.load_rltools_h5(eyas.raptor_checkpoint_path())

@@ -20,11 +20,17 @@ import torch
 import eyas
 from eyas import export
 from eyas.cli import COMMANDS
+from eyas.cli import main as eyas_main
 
 STEP_TOL = 1e-5  # different float32 summation orders, 300 steps (module docstring)
 READBACK_TOL = 1e-6  # the same float32 numbers read back, or recomputed by the same rl-tools code
 STEPS, RESET_AT = 300, 150
 CHECK_CPP = Path(__file__).with_name("export_check.cpp")
+
+
+def run_export(argv: list[str]) -> int:
+    """`eyas export ARGV`'s exit status."""
+    return eyas_main(["export", *argv])
 
 
 def _student_pt(path: Path) -> Path:
@@ -42,7 +48,7 @@ def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
     source = eyas.raptor_checkpoint_path() if request.param == "raptor" else _student_pt(tmp / "actor.pt")
     out = tmp / "export"
-    assert export.main([str(source), "--out", str(out)]) == 0
+    assert run_export([str(source), "--out", str(out)]) == 0
     policy, _ = export.load_student(source)
     return source, policy.float(), out
 
@@ -117,7 +123,7 @@ def test_damaged_tar_is_refused_not_aborted(tmp_path):
     import tarfile
 
     out = tmp_path / "e"
-    assert export.main([str(_student_pt(tmp_path / "actor.pt")), "--out", str(out), "--formats", "tar"]) == 0
+    assert run_export([str(_student_pt(tmp_path / "actor.pt")), "--out", str(out), "--formats", "tar"]) == 0
     with tarfile.open(out / "policy.tar") as t:
         members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
     damaged = tmp_path / "damaged.tar"
@@ -135,7 +141,7 @@ def test_damaged_tar_is_refused_not_aborted(tmp_path):
 
 
 def _onnx_session(path: Path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -151,7 +157,7 @@ def _run_steps(step, h0, x, reset):
 
 
 def test_onnx_sequences_with_per_row_resets(exported):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     source, policy, out = exported
     model = onnx.load(str(out / "policy.onnx"))
     onnx.checker.check_model(model)
@@ -201,7 +207,7 @@ def test_torchscript_sequences_with_per_row_resets(exported):
 def test_reset_state_matters(tmp_path):
     """The tolerance is meaningful: resetting to zeros instead of the learned initial state is caught."""
     source = _student_pt(tmp_path / "actor.pt")
-    assert export.main([str(source), "--out", str(tmp_path / "e"), "--formats", "torchscript"]) == 0
+    assert run_export([str(source), "--out", str(tmp_path / "e"), "--formats", "torchscript"]) == 0
     policy, _ = export.load_student(source)
     m = torch.jit.load(str(tmp_path / "e" / "policy.pt"))
     step = lambda o, h: tuple(t.numpy() for t in m.step(torch.from_numpy(o), torch.from_numpy(h)))
@@ -213,12 +219,12 @@ def test_reset_state_matters(tmp_path):
 
 
 def test_raptor_round_trips_and_reproduces_its_own_example(tmp_path):
-    fp = pytest.importorskip("foundation_policy")
+    import foundation_policy as fp
     from eyas.rltools_h5 import load_rltools_h5, read_example
 
     source = eyas.raptor_checkpoint_path()
     out = tmp_path / "raptor"
-    assert export.main([str(source), "--out", str(out), "--formats", "h5,tar"]) == 0
+    assert run_export([str(source), "--out", str(out), "--formats", "h5,tar"]) == 0
     ex_in, ex_out = read_example(source)
     new_in, new_out = read_example(out / "policy.h5")
     assert np.array_equal(new_in, ex_in)  # the released example input is kept
@@ -238,10 +244,10 @@ def test_26_observations_need_their_layout_and_round_trip(tmp_path, capsys):
     p = eyas.StudentPolicy(26, 4, generator=torch.Generator().manual_seed(5))
     source = tmp_path / "actor26.pt"
     torch.save({"state_dict": p.state_dict(), "num_obs": 26, "num_actions": 4, "hidden_dim": 16}, source)
-    assert export.main([str(source), "--out", str(tmp_path / "a"), "--formats", "tar"]) == 2
+    assert run_export([str(source), "--out", str(tmp_path / "a"), "--formats", "tar"]) == 2
     assert "--observation" in capsys.readouterr().err
     layout = "a-layout-given-on-the-command-line"  # any string: it is stored verbatim
-    assert export.main([str(source), "--out", str(tmp_path / "b"), "--formats", "tar",
+    assert run_export([str(source), "--out", str(tmp_path / "b"), "--formats", "tar",
                         "--observation", layout]) == 0
     loaded = export.load_tar(tmp_path / "b" / "policy.tar")
     assert json.loads(loaded["meta"])["observation"] == layout
@@ -268,7 +274,7 @@ def test_bad_input_one_error_line_and_nothing_written(case, tmp_path, capsys):
         out = tmp_path / "file" / "out"  # a path below a regular file: not creatable, even as root
     else:
         extra = ["--formats", "h5,zip"]
-    assert export.main([str(source), "--out", str(out), *extra]) == 2
+    assert run_export([str(source), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eyas export: error: "), err
     assert not out.exists() or not any(out.iterdir())
@@ -282,15 +288,24 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(export, "_write_onnx", broken)
-    assert export.main([str(source), "--out", str(out)]) == 2
+    assert run_export([str(source), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "policy.onnx" in err[0] and err[0].startswith("eyas export: error: ")
     assert not out.exists()  # policy.h5, .h, .tar were complete temporaries, deleted with the directory
     out.mkdir()
     (out / "policy.h5").write_bytes(b"an earlier export")
-    assert export.main([str(source), "--out", str(out)]) == 2
+    assert run_export([str(source), "--out", str(out)]) == 2
     assert [p.name for p in out.iterdir()] == ["policy.h5"]  # no temporary left, the earlier file untouched
     assert (out / "policy.h5").read_bytes() == b"an earlier export"
+
+
+def test_files_get_the_mode_of_any_new_file(exported):
+    """The umask decides (0644 under the usual 022), as for any file a program creates; not mkstemp's 0600."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    _, _, out = exported
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == \
+        {name: oct(0o666 & ~mask) for name in export.FORMATS.values()}
 
 
 def test_registered_in_cli():

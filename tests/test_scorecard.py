@@ -99,7 +99,9 @@ def test_holdout_platforms_are_what_they_say(platform, tmp_path):
 
 def test_evaluate_writes_a_table_json_and_plots(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EYAS_COMPILE", "0")  # three episodes per group: the eager step is quicker than a compile
-    rc = cli.main([STUDENT, "--cases", "wind", "--episodes", "3", "--json", str(tmp_path / "c.json"),
+    from eyas.cli import main
+
+    rc = main(["evaluate", STUDENT, "--cases", "wind", "--episodes", "3", "--json", str(tmp_path / "c.json"),
                    "--plot", str(tmp_path / "plots"), "--num_threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0 and "wind/crazyflie" in out and "raptor" in out
@@ -121,14 +123,21 @@ def test_tracking_flights_are_recorded_and_plotted(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cases", "somersault"], "unknown case 'somersault'"),
-    (["--episodes", "0"], "--episodes must be >= 1"),
+    (["--cases", "somersault"], "invalid choice: 'somersault'"),
+    (["--episodes", "0"], "--episodes: must be an integer >= 1"),
     (["--dynamics", "missing.json"], "missing.json: not l2f dynamics parameters"),
     (["README.md"], "README.md: not a student policy"),
     (["nothing.h5"], "nothing.h5: no such file"),
+    (["--device", "cuda:7"], "--device"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(args, message, capsys, tmp_path):
-    assert cli.main(args + ["--json", str(tmp_path / "out.json")]) == 2
+    from eyas.cli import main
+
+    try:
+        rc = main(["evaluate", *args, "--json", str(tmp_path / "out.json")])
+    except SystemExit as e:  # argparse's own refusals
+        rc = e.code
+    assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out.json").exists()

@@ -182,7 +182,7 @@ def _write_sac_actor(path, num_obs: int, num_layers_attr, seed: int = 0, example
 
 
 def test_rltools_actor_matches_foundation_policy_reader(tmp_path):
-    fp = pytest.importorskip("foundation_policy")
+    import foundation_policy as fp
     num_obs = 26
     x = np.random.default_rng(5).normal(0, 2, (7, 3, num_obs)).astype(np.float32)  # [T, B, obs] like rl-tools examples
     # foundation_policy's reader subtracts from `num_layers`, so give it an int; rl-tools itself writes a string
@@ -208,7 +208,6 @@ def test_rltools_example_mismatch_is_reported(tmp_path):
 
 
 def test_recurrent_rltools_actor_is_refused():
-    pytest.importorskip("foundation_policy")
     from eyas import raptor_checkpoint_path
 
     with pytest.raises(TeacherError, match="GRU"):

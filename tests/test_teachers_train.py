@@ -7,15 +7,18 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("eyas.envs")
+from eyas.cli import main as eyas
+from eyas.envs import PointControlEnv
+from eyas.sim import model_params
+from eyas.teachers import check_teacher_env, load_teacher, load_teacher_set
 
-from eyas.envs import PointControlEnv  # noqa: E402
-from eyas.sim import model_params  # noqa: E402
-from eyas.teachers import check_teacher_env, load_teacher, load_teacher_set  # noqa: E402
-from eyas.teachers.cli import main  # noqa: E402
 
-TINY = ["--iterations", "2", "--num-envs", "32", "--steps-per-env", "8", "--eval-interval", "1", "--eval-envs", "8",
-        "--final-eval-episodes", "8", "--actor-hidden", "16", "--critic-hidden", "16", "--threads", "1"]
+def main(argv: list[str]) -> int:
+    """`eyas teacher ARGV`'s exit status."""
+    return eyas(["teacher", *argv])
+
+TINY = ["--iterations", "2", "--num_envs", "32", "--steps_per_env", "8", "--eval_interval", "1", "--eval_envs", "8",
+        "--final_eval_episodes", "8", "--actor_hidden", "16", "--critic_hidden", "16", "--num_threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def test_train_writes_rsl_rl_checkpoint_and_sidecar(runs):
     assert side["mode"] == "per-dynamics" and side["training"]["iterations"] == 2
     assert {"return_mean", "share_terminated", "final_position_error_mean"} <= set(side["evaluation"])
     assert list(run.glob("events.out.tfevents.*")) and len(rows) == 2
-    ckpt = torch.load(run / side["checkpoint"], weights_only=False)
+    ckpt = torch.load(run / side["checkpoint"], weights_only=True)
     assert {"actor_state_dict", "critic_state_dict", "optimizer_state_dict", "iter"} <= set(ckpt)
 
 
@@ -58,14 +61,14 @@ def test_trained_teachers_load_with_their_dynamics(runs):
 
 def test_eval_and_export(runs, tmp_path, capsys):
     result = tmp_path / "eval.json"
-    assert main(["eval", str(runs / "crazyflie"), str(runs / "privileged"), "--episodes", "8", "--num-envs", "8",
+    assert main(["eval", str(runs / "crazyflie"), str(runs / "privileged"), "--episodes", "8", "--num_envs", "8",
                  "--json", str(result)]) == 0
     rows = json.loads(result.read_text())
     assert [r["teacher"] for r in rows] == ["crazyflie", "privileged"]
     assert [r["dynamics"] for r in rows] == ["fixed", "randomized"]
     assert main(["export", str(runs / "crazyflie"), str(tmp_path / "exported")]) == 0
     name = json.loads((runs / "crazyflie" / "teacher.json").read_text())["checkpoint"]
-    exported = torch.load(tmp_path / "exported" / name, weights_only=False)
+    exported = torch.load(tmp_path / "exported" / name, weights_only=True)
     assert "optimizer_state_dict" not in exported and "actor_state_dict" in exported
     a, b = load_teacher(runs / "crazyflie"), load_teacher(tmp_path / "exported")
     obs = torch.randn(16, a.num_obs)
@@ -86,9 +89,9 @@ def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
     source = tmp_path / "exported"
     assert main(["export", str(runs / "crazyflie"), str(source)]) == 0
     name = json.loads((source / "teacher.json").read_text())["checkpoint"]
-    start = torch.load(source / name, weights_only=False)
+    start = torch.load(source / name, weights_only=True)
     out = tmp_path / "continued"
-    assert main(["train", "--dynamics", "crazyflie", "--out", str(out), "--init-checkpoint", str(source),
+    assert main(["train", "--dynamics", "crazyflie", "--out", str(out), "--init_checkpoint", str(source),
                  "--lr", "1e-6"] + TINY) == 0
     run = out / "crazyflie"
     rows = list(csv.DictReader((run / "curve.csv").open()))
@@ -98,7 +101,7 @@ def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
     side = json.loads((run / "teacher.json").read_text())
     assert side["options"]["init_checkpoint"] == str(source / name)
     assert side["training"]["iterations"] == start["iter"] + 3
-    first = torch.load(run / f"model_{start['iter'] + 2}.pt", weights_only=False)
+    first = torch.load(run / f"model_{start['iter'] + 2}.pt", weights_only=True)
     assert first["iter"] == start["iter"] + 2
     # row 0 is the source teacher itself: the same evaluation (env seed + 10000, episode seed + iteration) of the
     # exported checkpoint gives the same figures
@@ -112,15 +115,15 @@ def test_init_checkpoint_continues_an_exported_teacher(runs, tmp_path):
 
 def test_init_checkpoint_errors_are_one_line(runs, tmp_path, capsys):
     assert main(["train", "--dynamics", "crazyflie", "--out", str(tmp_path),
-                 "--init-checkpoint", str(tmp_path / "nowhere")] + TINY) == 2
+                 "--init_checkpoint", str(tmp_path / "nowhere")] + TINY) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "crazyflie").exists()
     # a checkpoint of another architecture (here: wider actor) is refused by name, and no run directory is left
     other = tmp_path / "other"
-    assert main(["train", "--dynamics", "crazyflie", "--out", str(other), "--init-checkpoint",
-                 str(runs / "crazyflie"), *TINY[:-6], "--actor-hidden", "32", "--critic-hidden", "16", "--threads", "1"]) == 2
+    assert main(["train", "--dynamics", "crazyflie", "--out", str(other), "--init_checkpoint",
+                 str(runs / "crazyflie"), *TINY[:-6], "--actor_hidden", "32", "--critic_hidden", "16", "--num_threads", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--init-checkpoint" in err and "architecture" in err and len(err.strip().splitlines()) == 1
+    assert "--init_checkpoint" in err and "architecture" in err and len(err.strip().splitlines()) == 1
     assert not (other / "crazyflie").exists()
 

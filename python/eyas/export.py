@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import pickle
 import sys
 import tarfile
 import warnings
@@ -26,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyas.cli import ArgumentParser
+from eyas.cli_args import ArgumentParser, at_least, run_command
+from eyas.errors import EyasError
 from eyas.io import atomic_path
 from eyas.model import StudentPolicy
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
@@ -42,7 +42,7 @@ EXAMPLE_SHAPE = (500, 2)  # rl-tools' exporter: 500 steps x 2 sequences
 SELF_CHECK_TOLERANCE = 1e-5
 
 
-class ExportError(ValueError):
+class ExportError(EyasError, ValueError):
     """Bad input for `eyas export`: reported as one line, exit status 2."""
 
 
@@ -63,7 +63,7 @@ def load_student(path: str | Path) -> tuple[StudentPolicy, np.ndarray | None]:
 
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+        raise ExportError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
     if h5py.is_hdf5(path):
         try:
             policy = load_rltools_h5(path)
@@ -74,19 +74,10 @@ def load_student(path: str | Path) -> tuple[StudentPolicy, np.ndarray | None]:
         except RLToolsH5Error:
             example = None
         return policy, example
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        shape = (int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
-        policy = StudentPolicy(*shape)
-        policy.load_state_dict(saved["state_dict"])
-    except (pickle.UnpicklingError, KeyError, IndexError, AttributeError, TypeError, RuntimeError, ValueError,
-            EOFError) as e:
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise ExportError(f"{path}: not a student checkpoint (an rl-tools .h5 actor or an eyas distill .pt): "
-                          f"{detail}") from e
-    if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
-        raise ExportError(f"{path}: the student's parameters contain NaN or inf")
-    policy.meta = saved.get("meta")
+    from eyas.distill.checkpoint import read_student_pt
+
+    policy, meta = read_student_pt(path, ExportError)
+    policy.meta = meta
     return policy, None
 
 
@@ -273,36 +264,40 @@ def write_all(ex: Export, out: Path, formats: list[str]) -> list[Path]:
         with contextlib.ExitStack() as stack:  # unwinds every atomic_path: all renamed, or all deleted
             for fmt in formats:
                 writers[fmt](stack.enter_context(atomic_path(out / FORMATS[fmt], suffix=Path(FORMATS[fmt]).suffix)))
-    except OSError as e:
+    except BaseException as e:  # a failed write or an interrupt: the directory as it was
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-        raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
+        if isinstance(e, OSError):
+            raise ExportError(f"--out {out}: cannot write {FORMATS[fmt]} ({e.strerror or e})") from e
+        raise
     return [out / FORMATS[f] for f in formats]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="eyas export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="student .h5 (rl-tools layout) or .pt (eyas distill checkpoint)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--observation", help="observation layout string (default: the checkpoint's meta)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the example input when the source has none")
-    args = parser.parse_args(argv)
-    try:
-        formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-        unknown = [f for f in formats if f not in FORMATS]
-        if unknown or not formats:
-            raise ExportError(f"--formats: unknown format {unknown[0] if unknown else '(none)'!r}; "
-                              f"choose from {','.join(FORMATS)}")
-        torch.set_num_threads(1)
-        with warnings.catch_warnings():  # torch's deprecation notes on torch.jit / the TorchScript ONNX exporter
-            warnings.simplefilter("ignore", DeprecationWarning)
-            written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
-    except (ExportError, OSError) as e:
-        print(f"eyas export: error: {e}", file=sys.stderr)
-        return 2
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the example input when the source has none")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"--formats: unknown format {unknown[0] if unknown else '(none)'!r}; "
+                          f"choose from {','.join(FORMATS)}")
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():  # torch's deprecation notes on torch.jit / the TorchScript ONNX exporter
+        warnings.simplefilter("ignore", DeprecationWarning)
+        written = write_all(prepare(args.checkpoint, args.observation, args.seed), Path(args.out), formats)
     for path in written:
         print(f"{path}  {path.stat().st_size:,} bytes")
     return 0
 
 
+if __name__ == "__main__":
+    sys.exit(run_command("export", main, sys.argv[1:]))

@@ -20,6 +20,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would outlive the rename: files get open()'s mode
     os.close(fd)
     try:
         yield Path(tmp)
@@ -28,6 +29,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (which can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -82,6 +90,37 @@ def atomic_with(path: str | os.PathLike, write: Callable[[Path], None], suffix: 
     with atomic_path(path, suffix) as tmp:
         write(tmp)
     return Path(path)
+
+
+NOT_TORCH = "not a torch checkpoint (empty, truncated, corrupt or another format)"
+
+
+def read_torch_file(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers of them only, so a file
+    whose unpickling would build anything else (and so could run code) is refused before anything in it runs.
+    Every failure is ``error`` with one line naming the file: ``what`` says what it should have been."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch names the global a file would build (and so could run code through); junk bytes name none
+        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if culprit is not None:
+            raise error(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); eyas "
+                        f"reads {what} files without running code") from e
+        raise error(f"cannot read {what} {path}: {NOT_TORCH} (UnpicklingError)") from e
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or first_line(e)}") from e
+    except Exception as e:  # noqa: BLE001 - torch raises many types (EOFError, RuntimeError, ...) for bad bytes
+        raise error(f"cannot read {what} {path}: {NOT_TORCH} ({type(e).__name__})") from e
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (at most 200 characters): what a one-line error quotes of it."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _json_default(o):

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 import torch
 
+from eyas.errors import EyasError
 from eyas.io import atomic_with
 from eyas.model import StudentPolicy
 
@@ -36,7 +37,7 @@ DENSE_ACTIVATIONS = {0: "RELU", 2: "IDENTITY"}
 RAPTOR_OBSERVATION = "Position.OrientationRotationMatrix.LinearVelocity.AngularVelocityDelayed(0).ActionHistory(1)"
 
 
-class RLToolsH5Error(ValueError):
+class RLToolsH5Error(EyasError, ValueError):
     """A file that is not a readable rl-tools student checkpoint."""
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import fcntl
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
 from eyas.distill.dataset import DistillationError
-from eyas.io import atomic_torch_save, atomic_torch_save_keeping_previous, atomic_write_json, read_with_fallback
+from eyas.io import (atomic_torch_save, atomic_torch_save_keeping_previous, atomic_write_json, first_line,
+                     read_torch_file, read_with_fallback)
 from eyas.model import StudentPolicy
 from eyas.rltools_h5 import RAPTOR_OBSERVATION
 
@@ -29,6 +29,21 @@ def save_actor(student: StudentPolicy, directory: Path, stem: str, meta: dict, e
     atomic_torch_save(directory / f"{stem}.pt", {"state_dict": cpu.state_dict(), "num_obs": cpu.num_obs,
                                                  "num_actions": cpu.num_actions, "hidden_dim": cpu.hidden_dim,
                                                  "meta": meta})
+
+
+def read_student_pt(path: Path, error: type[Exception]) -> tuple[StudentPolicy, dict | None]:
+    """A student ``save_actor`` wrote (best_actor.pt, checkpoints/<epoch>/actor.pt) and its meta, read without
+    running code; anything else, or NaN / inf parameters, is ``error`` naming the file."""
+    saved = read_torch_file(path, error, "eyas distill student (.pt)")
+    try:
+        policy = StudentPolicy(int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
+        policy.load_state_dict(saved["state_dict"])
+    except (KeyError, IndexError, AttributeError, TypeError, RuntimeError, ValueError) as e:
+        raise error(f"{path}: not an eyas distill student (an rl-tools .h5 actor or an eyas distill .pt): "
+                    f"{first_line(e)}") from e
+    if not all(bool(torch.isfinite(t).all()) for t in policy.state_dict().values()):
+        raise error(f"{path}: the student's parameters contain NaN or inf")
+    return policy, saved.get("meta")
 
 
 def actor_environment(embedded: bool, task: str) -> dict:
@@ -49,23 +64,17 @@ def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: i
     try:
         if path.suffix in (".h5", ".hdf5"):
             policy = load_rltools_h5(path)  # refuses NaN / inf parameters itself
-            shape = (policy.num_obs, policy.num_actions, policy.hidden_dim)
-            weights = policy.state_dict()
         else:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            shape = (saved["num_obs"], saved["num_actions"], saved["hidden_dim"])
-            weights = saved["state_dict"]
-            if not all(torch.is_tensor(v) and bool(torch.isfinite(v).all()) for v in weights.values()):
-                raise DistillationError(f"--init_student {source}: the student's parameters contain NaN or inf")
-    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-        detail = ("not an eyas distill .pt checkpoint" if isinstance(e, (pickle.UnpicklingError, KeyError))
-                  else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        raise DistillationError(f"--init_student {source}: cannot read a student from {path.name} ({detail})") from e
+            policy, _ = read_student_pt(path, DistillationError)
+    except (RLToolsH5Error, DistillationError, OSError) as e:
+        raise DistillationError(f"--init_student {source}: cannot read a student from {path.name} "
+                                f"({first_line(e)})") from e
+    shape = (policy.num_obs, policy.num_actions, policy.hidden_dim)
     if shape != (num_obs, num_actions, hidden_dim):
         raise DistillationError(f"--init_student {source}: the student maps {shape[0]} observations to {shape[1]} "
                                 f"actions with {shape[2]} GRU units; this run needs {num_obs} -> {num_actions} with "
                                 f"{hidden_dim}")
-    return weights
+    return policy.state_dict()
 
 
 def has_run_state(log_dir: Path) -> bool:
@@ -95,11 +104,7 @@ def load_run_state(log_dir: Path) -> dict:
 def _read_state(path: Path) -> dict:
     if not path.is_file():  # killed between the renames of `save_run_state`
         raise DistillationError(f"--resume: {path} is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise DistillationError(f"--resume: cannot read {path} ({type(e).__name__}: "
-                                f"{(str(e).splitlines() or [''])[0][:200]})") from e
+    state = read_torch_file(path, DistillationError, "--resume state")
     if not isinstance(state, dict) or "epoch" not in state:
         raise DistillationError(f"--resume: {path} is not an eyas distill run state")
     return state

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from eyas.cli_args import DEVICE_HELP, resolve_device
 from eyas.distill.dataset import DistillationError
 from eyas.envs import TASK_ID
 
@@ -53,6 +52,10 @@ class CollectionConfig:
     def validate(self) -> None:
         _at_least(self, 1, "num_envs", "num_episodes", "offset_episodes")
         _at_least(self, 0, "epoch_teacher_forcing")
+        if self.max_dataset_steps is not None:
+            _at_least(self, 1, "max_dataset_steps")
+        if self.min_teacher_return is not None and math.isnan(self.min_teacher_return):
+            raise DistillationError("--min_teacher_return must be a number, got nan")
         a, b = self.offset_window
         if not 0 <= a < b:
             raise DistillationError(f"offset window must satisfy 0 <= start < end, got {self.offset_window}")
@@ -95,7 +98,8 @@ class EvaluationConfig:
     final_eval_episodes: int = setting(1000, "held-out randomised episodes for the best actor's final evaluation")
 
     def validate(self) -> None:
-        _at_least(self, 1, "eval_every")
+        _at_least(self, 1, "eval_every", "eval_episodes", "final_eval_episodes")
+        _at_least(self, 0, "eval_registry_episodes")
 
 
 @dataclass
@@ -200,7 +204,7 @@ class DistillConfig:
     apg: APGConfig = field(default_factory=APGConfig)
     checkpoint_every: int = setting(1, "checkpoint (the actor, and the run state --resume continues from) every N "
                                        "epochs and at the last")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    device: str = setting("auto", DEVICE_HELP)
     seed: int = setting(0, "seed of everything random in the run (one CPU generator)", resume=FIXED)
     log_dir: str = setting("runs/distill", "run directory (checkpoints, TensorBoard, plots)")
     plots: bool = setting(True, "write training.png and flights.png at the end")
@@ -211,6 +215,9 @@ class DistillConfig:
     def validate(self) -> None:
         """Every number and choice, checked before anything is built (the env-dependent checks come later)."""
         _at_least(self, 1, "checkpoint_every")
+        if self.num_threads is not None:
+            _at_least(self, 1, "num_threads")
+        resolve_device(self.device)
         for part in self.PARTS:
             try:
                 getattr(self, part).validate()
@@ -295,15 +302,6 @@ def _at_least(cfg, low: int, *names: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- where it runs
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DistillationError(f"--device {name}: CUDA is not available in this PyTorch build / machine")
-    return device
-
-
 def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, device="cpu", seed: int = 0,
                  packages=("isaaclab_tasks",)):
     """The environment of ``task``: an `IsaacLabTask` when Isaac Lab is installed and one of the task ``packages``

@@ -26,8 +26,10 @@ from typing import Iterator
 
 import torch
 
+from eyas.errors import EyasError
 
-class DistillationError(ValueError):
+
+class DistillationError(EyasError, ValueError):
     """A distillation input or setting that cannot work (bad teacher, mismatched env, impossible batch shape)."""
 
 

@@ -37,17 +37,22 @@ import torch
 import torch.distributed as dist
 
 from eyas.distill.dataset import DistillationError
+from eyas.errors import EyasError
 from eyas.teachers import Block
 
 TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "EYAS_DIST_TIMEOUT_S", 600.0
 
 
-class PeerError(RuntimeError):
+class PeerError(EyasError, RuntimeError):
     """A collective failed: another rank stopped (crashed, killed) or did not answer within the timeout."""
+
+    exit_status = 1
 
 
 class SaidByMain(DistillationError):
     """Rank 0's `DistillationError`, raised on the other ranks by `World.from_main` (rank 0 reports it)."""
+
+    reported_elsewhere = True
 
 
 def timeout_s() -> float:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eyas.distill.dataset import DistillationError
+from eyas.io import read_torch_file
+
 
 def _figure_module():
     import matplotlib
@@ -27,13 +30,11 @@ def _save(fig, path: Path) -> Path:
 
 def plot_training(log_dir: Path) -> Path:
     """Loss per gradient step; collection and held-out returns; share terminated; registry-model returns."""
-    import torch
-
     plt = _figure_module()
     log_dir = Path(log_dir)
     history = json.loads((log_dir / "history.json").read_text())
     rows, teacher = history["history"], history["teacher_eval"]["summary"]
-    state = torch.load(log_dir / "state.pt", map_location="cpu", weights_only=True)
+    state = read_torch_file(log_dir / "state.pt", DistillationError, "run state")
     loss = np.asarray(state["loss_steps"], dtype=float)
     epochs = np.array([r["epoch"] for r in rows])
     actor_student = np.array([r["actor"] == "student" for r in rows], dtype=bool)

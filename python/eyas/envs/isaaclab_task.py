@@ -21,11 +21,13 @@ from typing import Sequence
 import torch
 from tensordict import TensorDict
 
+from eyas.errors import EyasError
+
 
 TASK_PACKAGES = ("isaaclab_tasks",)  # imported after the app starts; they register the tasks
 
 
-class IsaacLabError(RuntimeError):
+class IsaacLabError(EyasError, RuntimeError):
     """Isaac Lab is missing, or a task cannot be made or flown."""
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eyas.io import atomic_with
+
 
 def plot_flight(trajectory: dict, path: str | Path, title: str = "") -> Path:
     """Save a figure of one recorded episode (`EvaluationResult.trajectories[i]`) to `path` (png/pdf/svg).
@@ -44,7 +46,6 @@ def plot_flight(trajectory: dict, path: str | Path, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_with(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=path.suffix)
     plt.close(fig)
     return path

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from eyas.cli import ArgumentParser
-from eyas.io import atomic_write
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file,
+                           resolve_device, run_command)
+from eyas.io import atomic_write, read_torch_file
 
 from .cases import CASE_NAMES, default_cases
 from .report import REFERENCE, plot_summary, plot_tracking, table_lines
@@ -26,22 +26,20 @@ from .run import Scorecard, ScorecardError, dynamics_file
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="eyas evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("policies", nargs="*", metavar="POLICY", help="student .h5 / .pt files (NAME=PATH to name one)")
-    p.add_argument("--cases", nargs="+", default=list(CASE_NAMES), metavar="CASE",
+    p.add_argument("--cases", nargs="+", default=list(CASE_NAMES), choices=CASE_NAMES, metavar="CASE",
                    help=f"cases to fly (default: all): {', '.join(CASE_NAMES)}")
-    p.add_argument("--episodes", type=int, default=256, help="episodes per group of a case")
+    p.add_argument("--episodes", type=at_least(1), default=256, help="episodes per group of a case (default: 256)")
     p.add_argument("--dynamics", nargs="+", default=[], metavar="FILE",
                    help="l2f JSON dynamics files flown in the holdout case beside the hold-out platforms")
     p.add_argument("--no_reference", action="store_true", help="leave RAPTOR's released policy out")
-    p.add_argument("--seed", type=int, default=0, help="seed of every case's episodes")
     p.add_argument("--json", type=Path, help="write the scorecard (every figure, per-episode results) as JSON")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write scorecard.png and tracking flights here")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--num_threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_run_flags(p)  # --seed: of every case's episodes
     return p
 
 
 def load_policy(path: str) -> torch.nn.Module:
-    """A student from an rl-tools .h5 actor or an `eyas distill` .pt checkpoint (read with weights_only)."""
+    """A student from an rl-tools .h5 actor or an `eyas distill` .pt checkpoint (read without unpickling code)."""
     from eyas.model import StudentPolicy
     from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5
 
@@ -51,11 +49,10 @@ def load_policy(path: str) -> torch.nn.Module:
     try:
         if file.suffix in (".h5", ".hdf5"):
             return load_rltools_h5(file)
-        saved = torch.load(file, map_location="cpu", weights_only=True)
+        saved = read_torch_file(file, ScorecardError, "student policy")
         student = StudentPolicy(int(saved["num_obs"]), int(saved["num_actions"]), int(saved["hidden_dim"]))
         student.load_state_dict(saved["state_dict"])
-    except (RLToolsH5Error, OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError,
-            pickle.UnpicklingError) as e:
+    except (RLToolsH5Error, RuntimeError, KeyError, TypeError, ValueError) as e:
         raise ScorecardError(f"{path}: not a student policy (.h5 rl-tools actor or eyas .pt checkpoint): "
                              f"{type(e).__name__}") from e
     if not all(bool(torch.isfinite(v).all()) for v in student.state_dict().values()):
@@ -82,54 +79,23 @@ def policies_of(args) -> dict[str, torch.nn.Module]:
     return out
 
 
-def _check(args) -> None:
-    unknown = [c for c in args.cases if c not in CASE_NAMES]
-    if unknown:
-        raise ScorecardError(f"unknown case {unknown[0]!r}; cases: {', '.join(CASE_NAMES)}")
-    if args.episodes < 1:
-        raise ScorecardError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.num_threads is not None and args.num_threads < 1:
-        raise ScorecardError(f"--num_threads must be >= 1, got {args.num_threads}")
-    for path in args.dynamics:
-        dynamics_file(path)
-    for out in (args.json, args.plot):
-        if out is not None and out.exists() and out.is_dir() != (out is args.plot):
-            raise ScorecardError(f"{out}: {'not a directory' if out is args.plot else 'is a directory'}")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ScorecardError(f"--device {name}: not a device") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ScorecardError(f"--device {name}: CUDA is not available here")
-    return device
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        _check(args)
-        device = _device(args.device)
-        policies = policies_of(args)
-    except ScorecardError as e:
-        print(f"eyas evaluate: error: {e}", file=sys.stderr)
-        return 2
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.plot:
+        check_output_dir(args.plot, "--plot")
+    for path in args.dynamics:
+        dynamics_file(path)
+    device, policies = resolve_device(args.device), policies_of(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     cases = {name: case for name, case in default_cases(tuple(args.dynamics)).items() if name in args.cases}
     card = Scorecard(cases, episodes=args.episodes, seed=args.seed, device=device)
     start = time.perf_counter()
-    try:
-        result = card.run(policies, record=3 if args.plot else 0,
-                          progress=lambda label: print(f"  {label} ({time.perf_counter() - start:.0f} s)",
-                                                       file=sys.stderr, flush=True))
-    except KeyboardInterrupt:
-        print("eyas evaluate: interrupted; nothing written", file=sys.stderr)
-        return 130
+    result = card.run(policies, record=3 if args.plot else 0,
+                      progress=lambda label: print(f"  {label} ({time.perf_counter() - start:.0f} s)",
+                                                   file=sys.stderr, flush=True))
     print("\n".join(table_lines(result)))
     print(f"({len(policies)} policies x {sum(len(c.groups) for c in cases.values())} groups x {args.episodes} "
           f"episodes in {result['seconds']:.0f} s)")
@@ -142,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("evaluate", main, sys.argv[1:]))

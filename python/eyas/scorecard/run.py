@@ -19,6 +19,7 @@ import torch
 from eyas import sim
 from eyas.envs import PointControlEnv, PointControlEnvCfg
 from eyas.envs.rollout import EpisodeStats, rollout, student_policy_fn
+from eyas.errors import UsageError
 
 from .cases import RANDOMIZED, Case, Group
 from .platforms import HOLDOUT_NAMES, platform_params
@@ -26,8 +27,8 @@ from .platforms import HOLDOUT_NAMES, platform_params
 DT = 0.01  # [s] every scorecard platform's step (settling times are reported in seconds)
 
 
-class ScorecardError(ValueError):
-    """Bad scorecard input (a case, a dynamics file)."""
+class ScorecardError(UsageError):
+    """Bad scorecard input (a policy file, a dynamics file)."""
 
 
 def group_seed(seed: int, case: Case, group: Group) -> int:

@@ -7,8 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from eyas.errors import EyasError
 
-class TeacherError(ValueError):
+
+class TeacherError(EyasError, ValueError):
     """A teacher file could not be read, or does not fit the environment it is used with."""
 
 

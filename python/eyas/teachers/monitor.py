@@ -54,7 +54,7 @@ class TrainingMonitor:
         self.best_iteration: int | None = None
         self.eval_time = 0.0  # seconds spent in evaluate() (not part of rsl_rl's tot_time)
         self.t_start = time.time()
-        self.first_iteration = runner.current_learning_iteration  # of this run (after --init-checkpoint's)
+        self.first_iteration = runner.current_learning_iteration  # of this run (after --init_checkpoint's)
         self.bar = _progress(opts.max_iterations, name) if opts.quiet else None
 
     def state_dict(self) -> dict:

@@ -8,20 +8,19 @@ the logger's totals and the evaluation curve, to ``resume.pt`` (the one it repla
 ``train_teacher(..., resume=True)`` restores it and lets rsl_rl's ``learn`` run the remaining iterations, so on
 the same device and thread count a killed run continues as if it had not stopped, with two limits:
 
-* ``--max-minutes`` stops on rsl_rl's measured training time, which no rerun reproduces;
+* ``--max_minutes`` stops on rsl_rl's measured training time, which no rerun reproduces;
 * with observation noise on (off by default), the first observation after the resume has its noise redrawn.
 """
 from __future__ import annotations
 
 import json
-import pickle
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from eyas.io import atomic_torch_save_keeping_previous, read_with_fallback
+from eyas.io import atomic_torch_save_keeping_previous, read_torch_file, read_with_fallback
 
 from .base import TeacherError
 
@@ -58,7 +57,7 @@ def load(out: Path) -> dict:
     """The latest readable resume state of run directory ``out``; ``resume.prev.pt`` (with a one-line notice)
     when ``resume.pt`` is missing, truncated or corrupt."""
     return read_with_fallback(out / RESUME, out / PREVIOUS, _read, TeacherError,
-                              lambda latest, state: f"eyas teacher: {latest}; resuming from {PREVIOUS} "
+                              lambda latest, state: f"eyas teacher train: {latest}; resuming from {PREVIOUS} "
                                                     f"(iteration {state['iteration']})")
 
 
@@ -66,11 +65,7 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise TeacherError(f"--resume: {path} is missing (the run never finished an iteration, or is not an "
                            f"`eyas teacher train` run)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise TeacherError(f"--resume: cannot read {path} ({type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:200]})") from e
+    state = read_torch_file(path, TeacherError, "--resume state")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TeacherError(f"--resume: {path} is not an eyas teacher resume state")
     return state

@@ -19,10 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from eyas.io import first_line, read_torch_file
+
 from .base import TeacherError
 from .nets import Normalize, TakeFirst, linear, rsl_rl_activation
 
 SIDECAR = "teacher.json"
+STD_KEYS = ("distribution.std_param", "distribution.log_std_param", "std", "log_std")  # rsl_rl >= 4, <= 3
 
 
 def read_sidecar(location: Path) -> dict | None:
@@ -48,7 +51,18 @@ def _activation_from_agent_yaml(checkpoint: Path) -> str | None:
 
 
 def _linear_layers(sd: dict[str, torch.Tensor], prefix: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    idx = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(re.escape(prefix) + r"(\d+)\.weight", k)))
+    """(weight, bias) of every linear layer ``<prefix><i>``: rsl_rl's MLP puts them at 0, 2, 4, ... (activations
+    between); a missing layer, weight or bias would silently build another network, so it is refused."""
+    found: dict[int, set[str]] = {}
+    for key in sd:
+        if m := re.fullmatch(re.escape(prefix) + r"(\d+)\.(weight|bias)", key):
+            found.setdefault(int(m.group(1)), set()).add(m.group(2))
+    for i, names in sorted(found.items()):
+        if len(names) < 2:
+            raise TeacherError(f"actor layer {prefix}{i} has a {min(names)} but no {min({'weight', 'bias'} - names)}")
+    idx = sorted(found)
+    if idx != list(range(0, 2 * len(idx), 2)):
+        raise TeacherError(f"actor layers {prefix}{idx} are not rsl_rl's MLP (linear layers at 0, 2, 4, ...)")
     return [(sd[f"{prefix}{i}.weight"], sd[f"{prefix}{i}.bias"]) for i in idx]
 
 
@@ -89,7 +103,42 @@ def parse_rsl_rl_actor(ckpt: dict[str, Any]) -> dict[str, Any]:
         raise TeacherError("recurrent rsl_rl actors are not supported as teachers (MLP actors only)")
     if not layers:
         raise TeacherError(f"no MLP actor layers found in the checkpoint's {layout!r}")
+    _check_finite({**sd, **(ckpt.get("obs_norm_state_dict") or {})}, layout)
+    _check_shapes(layers, norm, sd, layout)
+    for key in STD_KEYS:
+        value = sd.get(key)
+        if value is not None and not (value.is_floating_point() and value.numel() == layers[-1][0].shape[0]):
+            raise TeacherError(f"{layout}: the action std {key} ({tuple(value.shape)}, {value.dtype}) does not "
+                               f"match the {layers[-1][0].shape[0]} actions")
     return {"layout": layout, "layers": layers, "normaliser": norm, "std": std}
+
+
+def _check_finite(tensors: dict, layout: str) -> None:
+    """Refuse NaN or inf in any floating tensor of the actor (weights, normaliser, action std)."""
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
+            raise TeacherError(f"the teacher's parameters contain NaN or inf ({layout} {key})")
+
+
+def _check_shapes(layers: list, norm: tuple | None, sd: dict, layout: str) -> None:
+    """Layers that chain (each input as wide as the previous output), floating point, and a normaliser of the
+    first layer's width or none (half a normaliser is refused: the actor would read unnormalised inputs)."""
+    width = None
+    for i, (w, b) in enumerate(layers):
+        if not (isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor) and w.is_floating_point()
+                and b.is_floating_point()):
+            raise TeacherError(f"{layout}: actor layer {i} is not a floating-point weight and bias")
+        if w.dim() != 2 or b.numel() != w.shape[0] or (width is not None and w.shape[1] != width):
+            raise TeacherError(f"{layout}: actor layer {i} has weight {tuple(w.shape)} and bias {tuple(b.shape)}, "
+                               f"which do not follow {width if width is not None else 'the input'}")
+        width = w.shape[0]
+    halves = [k for k in sd if k.endswith(("normalizer._mean", "normalizer._std"))]
+    if norm is None and halves:
+        raise TeacherError(f"{layout}: half an observation normaliser ({', '.join(sorted(halves))})")
+    if norm is not None and any(not isinstance(t, torch.Tensor) or not t.is_floating_point()
+                                or t.numel() != layers[0][0].shape[1] for t in norm):
+        raise TeacherError(f"{layout}: the observation normaliser does not match the first layer's "
+                           f"{layers[0][0].shape[1]} inputs")
 
 
 def build_rsl_rl_actor(
@@ -116,29 +165,30 @@ def build_rsl_rl_actor(
 
 
 def read_checkpoint(path: Path) -> dict:
-    """An rsl_rl checkpoint's contents, read with ``weights_only=True``: tensors, numbers, strings and containers of
-    them only (what rsl_rl and Isaac Lab save). A file whose unpickling would build anything else (and so could run
-    code) is refused with one line naming it, before anything in it executes."""
-    import pickle
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch names the global a file would build (and so could run code through); junk bytes name none
-        culprit = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
-        if culprit is None:
-            raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {_first_line(e)}") from e
-        raise TeacherError(f"refusing {path}: not a plain checkpoint of tensors and numbers ({culprit[:120]}); "
-                           f"teacher files are read without running code") from e
-    except Exception as e:  # torch raises many types for corrupt files
-        raise TeacherError(f"cannot read rsl_rl checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from e
+    """An rsl_rl checkpoint's contents, read with ``weights_only=True`` (`eyas.io.read_torch_file`): tensors,
+    numbers, strings and containers of them only (what rsl_rl and Isaac Lab save); a file that would run code is
+    refused with one line naming it, before anything in it executes."""
+    ckpt = read_torch_file(path, TeacherError, "rsl_rl checkpoint")
     if not isinstance(ckpt, dict):
         raise TeacherError(f"{path} holds a {type(ckpt).__name__}, not an rsl_rl checkpoint (a dict)")
     return ckpt
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+def read_training_checkpoint(path: Path) -> dict:
+    """An rsl_rl (>= 4) training checkpoint to continue from (`eyas teacher train --init_checkpoint`), read as
+    `read_checkpoint` reads (no code in it runs): its actor and critic state dicts of finite tensors, and its
+    iteration; rsl_rl's runner then loads the state dicts (`eyas.teachers.train`)."""
+    ckpt = read_checkpoint(path)
+    missing = [k for k in ("actor_state_dict", "critic_state_dict", "iter") if k not in ckpt]
+    if missing:
+        raise TeacherError(f"{path}: not an rsl_rl training checkpoint (no {', '.join(missing)})")
+    for part in ("actor_state_dict", "critic_state_dict"):
+        if not isinstance(ckpt[part], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt[part].values()):
+            raise TeacherError(f"{path}: {part} is not a dict of tensors")
+        _check_finite(ckpt[part], f"{path.name} {part}")
+    if not isinstance(ckpt["iter"], int) or ckpt["iter"] < 0:
+        raise TeacherError(f"{path}: iteration {ckpt['iter']!r} is not a count")
+    return ckpt
 
 
 def load_rsl_rl_checkpoint(path: Path, activation: str | None = None) -> tuple[nn.Sequential, dict, dict | None]:
@@ -150,7 +200,7 @@ def load_rsl_rl_checkpoint(path: Path, activation: str | None = None) -> tuple[n
         raise
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise TeacherError(f"{path}: not an rsl_rl actor this loader understands ({type(e).__name__}: "
-                           f"{_first_line(e)})") from e
+                           f"{first_line(e)})") from e
 
 
 def _build_from_checkpoint(path: Path, ckpt: dict, activation: str | None):

@@ -18,7 +18,6 @@ import copy
 import io
 import json
 import os
-import pickle
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from . import multiprocess
 from . import resume as resume_state
 from .base import TeacherError
 from .monitor import Stop, TrainingMonitor
+from .rsl_rl_io import read_training_checkpoint
 
 SIDECAR_FORMAT = "eyas-teacher"
 SIDECAR_VERSION = 1
@@ -198,10 +198,14 @@ def train_teacher(
     opts = options or TrainOptions()
     opts = replace(opts, device=multiprocess.rank_device(opts.device))  # torchrun: cuda -> cuda:LOCAL_RANK
     multiprocess.refuse_resume(resume)
+    if opts.select not in ("best", "last"):
+        raise TeacherError(f"select must be 'best' or 'last', got {opts.select!r}")
     out = Path(out_dir)
     created = not out.exists()
     if resume and created:
         raise TeacherError(f"--resume: {out} does not exist")
+    start = read_training_checkpoint(Path(opts.init_checkpoint)) if opts.init_checkpoint is not None else None
+    saved = resume_state.load(out) if resume else None  # both read, or refused, before any work or write
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
 
@@ -210,9 +214,8 @@ def train_teacher(
                                  dynamics="randomized" if privileged else params, **opts.env_overrides)
     env = PointControlEnv(env_cfg)
     eval_env = PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
-    train_cfg = copy.deepcopy(opts.train_cfg)
-    train_cfg["run_name"] = name
-    runner = _build_runner(env, train_cfg, out, created, opts)
+    train_cfg = copy.deepcopy(opts.train_cfg) | {"run_name": name}
+    runner = _build_runner(env, train_cfg, out, created, opts, start)
     if multiprocess.rank() != 0:  # torchrun: rank 0 evaluates and writes; the others train alongside it
         return multiprocess.follow_main(runner, opts.max_iterations, Stop)
 
@@ -220,24 +223,29 @@ def train_teacher(
     if resume:
         resume_state.check_same_run(_read_json(out / "teacher.json"), sidecar, out)
     _write_json(out / "teacher.json", sidecar)
-    if opts.select not in ("best", "last"):
-        raise ValueError(f"select must be 'best' or 'last', got {opts.select!r}")
 
     monitor = TrainingMonitor(name, runner, eval_env, out, opts)
     if resume:
-        resume_state.restore(resume_state.load(out), runner, env, monitor)
+        resume_state.restore(saved, runner, env, monitor)
     elif opts.init_checkpoint is not None:  # the starting point competes in the "best" selection
         monitor.evaluate(runner.current_learning_iteration - 1)
+    sidecar["training"] = _train_and_select(runner, monitor, opts, resume)
+    sidecar["checkpoint"] = f"model_{sidecar['training']['selected_iteration']}.pt"
+    _write_json(out / "teacher.json", sidecar)
+    sidecar["evaluation"] = _final_evaluation(out, env_cfg, opts)
+    _write_json(out / "teacher.json", sidecar)
+    return sidecar
+
+
+def _train_and_select(runner: TeacherRunner, monitor: TrainingMonitor, opts: TrainOptions, resume: bool) -> dict:
+    """Train (`_learn`), evaluate the last iteration if it was not, select the teacher: the sidecar's "training"."""
     stopped_by = _learn(runner, monitor, opts, resume)
     train_time, wall_time = runner.logger.tot_time, monitor.wall_time()
     if not monitor.curve or monitor.curve[-1]["iteration"] != runner.current_learning_iteration:
         monitor.evaluate(runner.current_learning_iteration)
     if runner.logger.writer is not None and hasattr(runner.logger.writer, "close"):
         runner.logger.writer.close()
-
-    chosen = monitor.selected_iteration()
-    sidecar["checkpoint"] = f"model_{chosen}.pt"
-    sidecar["training"] = {
+    return {
         "status": "done",
         "stopped_by": stopped_by,
         "iterations": runner.current_learning_iteration + 1,
@@ -247,13 +255,9 @@ def train_teacher(
         "wall_time_s": round(wall_time, 1),
         "torch_threads": torch.get_num_threads(),
         "selection": opts.select,
-        "selected_iteration": chosen,
+        "selected_iteration": monitor.selected_iteration(),
         "curve": "curve.csv",
     }
-    _write_json(out / "teacher.json", sidecar)
-    sidecar["evaluation"] = _final_evaluation(out, env_cfg, opts)
-    _write_json(out / "teacher.json", sidecar)
-    return sidecar
 
 
 def _resolve_dynamics(dynamics: Any) -> tuple[bool, Any]:
@@ -269,24 +273,25 @@ def _resolve_dynamics(dynamics: Any) -> tuple[bool, Any]:
     return privileged, None
 
 
-def _build_runner(env: Any, train_cfg: dict, out: Path, created: bool, opts: TrainOptions) -> TeacherRunner:
-    """A `TeacherRunner` logging into `out`, its actor either loaded from `opts.init_checkpoint` or (with
-    `opts.hover_init`) started near hover; on a bad checkpoint `out` is removed again if this run `created` it."""
+def _build_runner(env: Any, train_cfg: dict, out: Path, created: bool, opts: TrainOptions,
+                  start: dict | None) -> TeacherRunner:
+    """A `TeacherRunner` logging into `out`, its actor either loaded from `start` (`opts.init_checkpoint`, read by
+    `read_training_checkpoint`: rsl_rl's own loader would unpickle it) or (with `opts.hover_init`) started near
+    hover; on a checkpoint of another architecture `out` is removed again if this run `created` it."""
     with _quiet(opts.quiet):  # rsl_rl prints the models and git notes; the progress bar (stderr) replaces that
         runner = TeacherRunner(env, train_cfg, log_dir=str(out), device=opts.device)
 
-    if opts.init_checkpoint is not None:
+    if start is not None:
         # fine-tuning: the committed teachers carry no optimizer state, so Adam starts afresh; iterations continue
         # after the loaded one (rsl_rl would repeat its number), so model_<it>.pt names stay unique
         try:
-            runner.load(str(opts.init_checkpoint), load_cfg={"actor": True, "critic": True, "iteration": True},
-                        map_location=opts.device)
-        except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
+            runner.alg.load(start, {"actor": True, "critic": True}, strict=True)
+        except (RuntimeError, KeyError) as e:
             if created:
                 shutil.rmtree(out, ignore_errors=True)
-            raise TeacherError(f"--init-checkpoint {opts.init_checkpoint}: not an rsl_rl checkpoint of this actor/critic "
-                               f"architecture ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-        runner.current_learning_iteration += 1
+            raise TeacherError(f"--init_checkpoint {opts.init_checkpoint}: not an rsl_rl checkpoint of this "
+                               f"actor/critic architecture ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        runner.current_learning_iteration = start["iter"] + 1
     elif opts.hover_init:  # a policy that starts near hover survives long enough to learn from (PPO explores locally)
         hover = float(hover_action(env.params).mean())
         output_layer = runner.alg.get_policy().mlp[-1]
