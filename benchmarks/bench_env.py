@@ -67,7 +67,8 @@ def bench_eyas(num_envs: int, device: str, seconds: float, compiled: bool) -> tu
         k[0] += 1
 
     env_rate = timed(env_step, seconds, sync) * num_envs
-    X, P = env.packed_state, env.packed_params
+    state = env.env_state()
+    X, P = state.X, state.P
     physics = compiled_function(fused.step_packed) if compiled else fused.step_packed
 
     staged = torch.empty_like(actions[0])  # one storage offset for every call, as the env stages its actions

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 _COMPILED: dict = {}
-# Inductor settings for the fused steps (measured on the 2-core CPU, docs/environment.md):
+# Inductor settings for the fused steps (measured on the 2-core CPU, benchmarks/README.md):
 # * its C++ backend gives up vectorising a loop with many non-contiguous loads or stores (its tiling heuristic);
 #   the (B, 4) actions are read across rows, so the heuristic would leave the whole fused step scalar (4x slower);
 # * one fused loop instead of groups of at most 64 nodes: intermediates that stay inside a loop need no buffer,

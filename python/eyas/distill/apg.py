@@ -11,7 +11,7 @@ teachers), with the student acting; every teacher labels the states its rows vis
     cost  = w_p |p - target| + w_da |a - a_prev|          l2f's position and action-change terms (RAPTOR weights)
           + tilt_weight (1 - R_zz)                        smooth stand-in for l2f's orientation term (an acos,
                                                           whose gradient is unbounded at zero)
-          + barrier_weight sum_i relu(|x_i| / threshold_x - barrier_start)^2
+          + barrier_weight sum_i relu(|x_i| - barrier_start * threshold_x)^2
                                                           for x = position, linear and angular velocity: rises
                                                           before l2f's termination thresholds are reached
           + imitation_weight |a - a_teacher|^2 / 4        the distillation loss on the student's own states
@@ -89,8 +89,8 @@ def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: tor
             + c.tilt * (2 * qx * qx + 2 * qy * qy))  # 1 - R_zz
     for threshold, values in ((limit("position"), out.position_error), (limit("linear_velocity"), out.velocity_error),
                               (limit("angular_velocity"), tuple(nxt.X[10:13].unbind(0)))):
-        for v in values:  # in shares of the threshold: each condition weighs alike (rad/s would outweigh metres)
-            cost = cost + c.barrier * torch.relu(v.abs() / threshold - c.barrier_start).square()
+        for v in values:
+            cost = cost + c.barrier * torch.relu(v.abs() - c.barrier_start * threshold).square()
     result = {"cost": torch.where(alive, cost, 0).sum(), "running": alive.sum(), "terminated": terminated}
     if labels is not None and c.imitation:
         imitation = (actions - labels.to(actions.dtype)).square().mean(-1)

@@ -25,7 +25,7 @@ def dynamics_features(params: Params, state: State, motor_scale: torch.Tensor | 
     torque = state.torque if state.torque is not None else torch.zeros_like(state.position)
     features = torch.cat([
         d.mass.log()[:, None],
-        sim.thrust_to_weight_ratio(params)[:, None],
+        ((thrust * powers).sum(-1).sum(-1) / weight)[:, None],  # thrust-to-weight at full action (weak motors too)
         (arm / 0.1)[:, None],
         j_inv_diagonal.abs().clamp(min=1e-12).log10(),
         (thrust * powers / weight[:, None, None]).reshape(n, 12),

@@ -83,7 +83,7 @@ from .step import (TASK_OBSERVATION, TERMS, EnvState, EpisodeStarts, Settings, e
 
 NUM_ACTIONS = 4
 RESERVOIR = 16384  # randomised episode starts drawn per batch, at least (a draw costs ~200 eager ops)
-NOISE_SEED = 0x5EED  # the observation noise's own generator (seed + this): its draws do not depend on resets
+NOISE_SEED = 0x5EED  # the noise's own generator (seed + this): observation and action noise draws do not depend on resets
 
 
 class PointControlEnv(VecEnv, gym.Env):
@@ -354,7 +354,7 @@ class PointControlEnv(VecEnv, gym.Env):
         noise = None
         if self.cfg.action_noise > 0:
             noise = self._param_row("mdp.action_noise.normalized_rpm")[:, None] * torch.randn(
-                actions.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+                actions.shape, generator=self.noise_generator, device=self.device, dtype=self.dtype)
         nxt = self._next
         out = self._step(self.env_state(), actions, noise, nxt.data, self._max_length, self.settings, nxt.has_params)
         count, nan, inf = out["checks"].tolist()  # one host sync: the action checks and the bookkeeping below

@@ -1,8 +1,8 @@
 """The one episode loop of eyas: fly the rows of an env until each has finished its episodes, calling back per step.
 
 Collection (teachers label what the student or the teachers fly), evaluation (embedded env and Isaac Lab tasks),
-teacher evaluation and recorded flights all run `rollout` and read its `EpisodeStats`. (APG's differentiable
-flights step the simulator itself, `eyas.distill.apg`, since they need the graph and no auto-reset.)
+teacher evaluation, the scorecard and recorded flights all run `rollout` and read its `EpisodeStats`. (APG's
+differentiable flights call the same env step, `eyas.envs.step.advance`, without auto-reset, `eyas.distill.apg`.)
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def _obs_slice(text: str) -> tuple[int, int]:
 
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train PPO teachers with rsl_rl's OnPolicyRunner",
-                       description="Train teachers on the embedded point-control env (observation group 'teacher'). "
+                       description="Train teachers on the embedded point-control env (observation group 'teacher', or 'privileged' with --obs_group). "
                                    "per-dynamics: one teacher per --dynamics entry and per --sample draw, trained one "
                                    "after another into OUT/<name>/; privileged: one teacher over RAPTOR-randomised "
                                    "dynamics into OUT/<name>/.")
@@ -62,6 +62,12 @@ def _add_train(sub) -> None:
     t.add_argument("--final_eval_episodes", type=at_least(1), default=1024)
     t.add_argument("--stop_when_solved", action="store_true",
                    help="stop once an evaluation has <= 1%% terminated and <= 5 cm final position error")
+    t.add_argument("--env", choices=("raptor", "robust"), default="raptor",
+                   help="the MDP: RAPTOR's (hover to a point, undisturbed) or the robust one (moving references, "
+                        "actuation delay, wind, gusts, weak motors, observation noise; docs/environment.md)")
+    t.add_argument("--obs_group", choices=("teacher", "privileged"), default="teacher",
+                   help="what the teacher observes: the env's teacher group, or the privileged group (the teacher "
+                        "group and the task's rows: reference acceleration, motor scales, delay, pending commands)")
     t.add_argument("--init_checkpoint", default=None, metavar="PATH",
                    help="continue training from this teacher (rsl_rl model_*.pt or a teacher directory); "
                         "actor, critic and iteration are loaded, the optimizer starts afresh")
@@ -156,6 +162,8 @@ def _train_jobs(args) -> list[tuple[str, object]]:
 
 
 def _train(args) -> int:
+    from eyas.envs.config import PRESETS
+
     from . import resume
     from .loading import resolve_checkpoint
     from .train import TrainOptions, train_teacher
@@ -168,6 +176,7 @@ def _train(args) -> int:
         eval_envs=args.eval_envs, final_eval_episodes=args.final_eval_episodes, stop_when_solved=args.stop_when_solved,
         quiet=not args.verbose, train_cfg=_train_cfg(args), select=args.select,
         init_checkpoint=str(resolve_checkpoint(Path(args.init_checkpoint))) if args.init_checkpoint else None,
+        obs_group=args.obs_group, env_overrides=dict(PRESETS[args.env]),
     )
     for name, dynamics in _train_jobs(args):
         where = resume.progress(out / name) if args.resume else "new"

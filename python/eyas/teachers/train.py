@@ -33,6 +33,7 @@ from . import multiprocess
 from . import resume as resume_state
 from .base import TeacherError
 from .monitor import Stop, TrainingMonitor
+from .widen import widen_checkpoint
 from .rsl_rl_io import read_training_checkpoint
 
 SIDECAR_FORMAT = "eyas-teacher"
@@ -98,6 +99,7 @@ class TrainOptions:
     hover_init: bool = True  # start the actor near the hover command (output bias) with small output weights
     select: str = "best"  # teacher checkpoint: "best" deterministic eval return seen during training, or "last"
     init_checkpoint: str | None = None  # continue from this rsl_rl checkpoint (actor, critic, iteration; fresh optimizer)
+    obs_group: str = "teacher"  # the env's group the teacher reads: "teacher", or "privileged" (with the task rows)
     train_cfg: dict = field(default_factory=default_train_cfg)
     env_overrides: dict = field(default_factory=dict)
 
@@ -211,10 +213,14 @@ def train_teacher(
 
     privileged, params = _resolve_dynamics(dynamics)
     env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed + multiprocess.rank(),
-                                 dynamics="randomized" if privileged else params, **opts.env_overrides)
+                                 dynamics="randomized" if privileged else params,
+                                 privileged=opts.obs_group == "privileged", **opts.env_overrides)
     env = PointControlEnv(env_cfg)
     eval_env = PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
     train_cfg = copy.deepcopy(opts.train_cfg) | {"run_name": name}
+    train_cfg["obs_groups"] = {"actor": [opts.obs_group], "critic": [opts.obs_group]}
+    if start is not None:  # a teacher of the narrower "teacher" group starts a "privileged" one: new inputs at zero
+        start = widen_checkpoint(start, _group_width(env, opts.obs_group))
     runner = _build_runner(env, train_cfg, out, created, opts, start)
     if multiprocess.rank() != 0:  # torchrun: rank 0 evaluates and writes; the others train alongside it
         return multiprocess.follow_main(runner, opts.max_iterations, Stop)
@@ -258,6 +264,10 @@ def _train_and_select(runner: TeacherRunner, monitor: TrainingMonitor, opts: Tra
         "selected_iteration": monitor.selected_iteration(),
         "curve": "curve.csv",
     }
+
+
+def _group_width(env: Any, group: str) -> int:
+    return int(env.num_privileged_obs if group == "privileged" else env.num_teacher_obs)
 
 
 def _resolve_dynamics(dynamics: Any) -> tuple[bool, Any]:
@@ -309,8 +319,8 @@ def _initial_sidecar(name: str, privileged: bool, params: Any, env: Any, env_cfg
         "version": SIDECAR_VERSION,
         "name": name,
         "mode": "privileged" if privileged else "per-dynamics",
-        "obs_group": "teacher",
-        "num_obs": int(env.num_teacher_obs),
+        "obs_group": opts.obs_group,
+        "num_obs": _group_width(env, opts.obs_group),
         "num_actions": int(env.num_actions),
         "checkpoint": None,
         "actor": train_cfg["actor"],
