@@ -5,7 +5,7 @@ far more than in training) with the env's own methods wrapped by timers, nothing
 
 * transition   the compiled (or eager) `eyas.envs.step.env_step` call: dynamo's guards, the wrapper, the kernel
 * renewal      `_renew_next` for the rows that finished: their next episode start copied in, with the reservoir
-               refills it triggers (`_take_starts`: one batched draw of max(4 B, 16,384) randomised starts)
+               refills it triggers (`StartSource.take`: one batched draw of max(4 B, 16,384) randomised starts)
 * rest         everything else in `step`: action staging, the host read, the finished rows' parameters and
                dynamics features copied in, the observation dict
 
@@ -40,7 +40,7 @@ def breakdown(num_envs: int, steps: int, compiled: bool) -> dict:
     spent = Counter()
     env._step = timed(spent, "transition", env._step)
     env._renew_next = timed(spent, "renewal", env._renew_next)
-    env._take_starts = timed(spent, "of which reservoir", env._take_starts)
+    env._starts.take = timed(spent, "of which reservoir", env._starts.take)
     finished = 0
     start = time.perf_counter()
     for k in range(steps):

@@ -1,9 +1,10 @@
-"""The package stays readable: no function over 80 lines, no file over 450 (docstrings and comments count)."""
+"""The package stays readable: no function over 60 lines, no file over 400, the runner under 300 (docstrings and
+comments count)."""
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "eyas"
-MAX_FUNCTION_LINES, MAX_FILE_LINES = 80, 450
+MAX_FUNCTION_LINES, MAX_FILE_LINES, MAX_RUNNER_LINES = 60, 400, 300
 
 
 def _sizes():
@@ -18,7 +19,7 @@ def test_functions_and_files_are_short():
     too_long = []
     for path, lines, functions in _sizes():
         name = path.relative_to(PACKAGE.parent)
-        if lines > MAX_FILE_LINES:
+        if lines > (MAX_RUNNER_LINES if name.as_posix() == "eyas/distill/runner.py" else MAX_FILE_LINES):
             too_long.append(f"{name}: {lines} lines")
         too_long += [f"{name}:{line} {fn}: {n} lines" for fn, line, n in functions if n > MAX_FUNCTION_LINES]
     assert not too_long, "split by meaning: " + "; ".join(too_long)

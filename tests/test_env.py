@@ -20,6 +20,7 @@ from eyas.envs import (
     policy_observation,
 )
 from eyas.envs import point_control
+from eyas.envs import starts as starts_module
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
@@ -203,20 +204,20 @@ def test_every_new_episode_starts_from_its_own_draw():
 
 def test_refills_use_every_drawn_start_once_in_order(monkeypatch):
     """Randomised starts come from a reservoir drawn in batches: a take that needs more than is left gets the old
-    reservoir's last starts, then the new one's first. No drawn start is skipped or used twice (`_take_starts`)."""
+    reservoir's last starts, then the new one's first. No drawn start is skipped or used twice (`StartSource.take`)."""
     drawn = []
-    draw = PointControlEnv._draw_starts
+    draw = starts_module.StartSource.draw
 
     def recorded(self, params, P=None):
         starts = draw(self, params, P)
         drawn.append(starts.data.clone())
         return starts
 
-    monkeypatch.setattr(point_control, "RESERVOIR", 24)  # max(4 num_envs, 24): a refill every few takes
-    monkeypatch.setattr(PointControlEnv, "_draw_starts", recorded)
+    monkeypatch.setattr(starts_module, "RESERVOIR", 24)  # max(4 num_envs, 24): a refill every few takes
+    monkeypatch.setattr(starts_module.StartSource, "draw", recorded)
     env = make(num_envs=4, dynamics="randomized", seed=3)  # takes 4 + 4 starts (the episodes, the next ones)
     counts = (3, 4, 4, 3, 4, 4, 4, 2, 4, 4, 4, 4, 1, 4)  # the 5th take straddles the first refill (2 left + 2 new)
-    taken = torch.cat([env._take_starts(k).data for k in counts], 1)
+    taken = torch.cat([env._starts.take(k, None).data for k in counts], 1)
     assert len(drawn) == 3  # 8 + 53 starts from reservoirs of 24
     assert torch.equal(taken, torch.cat(drawn, 1)[:, 8:8 + sum(counts)])
 
@@ -267,7 +268,8 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
     assert result.episodes == 6 and result.lengths.max() <= 10
     assert set(result.summary()) == {"episodes", "return_mean", "return_std", "episode_length_mean",
                                      "episode_length_std", "share_terminated", "share_terminated_ci95",
-                                     "position_error_mean", "position_error_ci95", "final_position_error_mean"}
+                                     "position_error_mean", "position_error_ci95", "final_position_error_mean",
+                                     "rms_error_mean", "rms_error_ci95", "settling_steps_mean"}
 
 
 def test_raptor_policy_hovers_the_crazyflie():

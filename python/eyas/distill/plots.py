@@ -45,16 +45,7 @@ def plot_training(log_dir: Path) -> Path:
     apg = history.get("apg") or []
 
     fig, ax = plt.subplots(3 if apg else 2, 2, figsize=(13, 12.5 if apg else 8.5))
-    a = ax[0, 0]
-    if loss.size:
-        a.plot(np.arange(1, loss.size + 1), loss, lw=0.6, alpha=0.5, label="per gradient step")
-        steps_end = np.array([r["gradient_steps"] for r in rows])
-        a.plot(steps_end, [r["loss"] for r in rows], "o-", ms=3, label="epoch mean")
-        a.set_yscale("log")
-    a.set_xlabel("gradient step")
-    a.set_ylabel("MSE loss (student vs teacher actions)")
-    a.set_title("imitation loss")
-    a.legend()
+    _plot_loss(ax[0, 0], loss, rows)
 
     a = ax[0, 1]
     a.axhline(teacher["return_mean"], color="k", ls="--", lw=1, label=f"teachers, own dynamics ({teacher['return_mean']:.0f})")
@@ -89,6 +80,18 @@ def plot_training(log_dir: Path) -> Path:
     out = _save(fig, log_dir / "training.png")
     plt.close(fig)
     return out
+
+
+def _plot_loss(a, loss: np.ndarray, rows: list[dict]) -> None:
+    """The imitation loss per gradient step and per epoch."""
+    if loss.size:
+        a.plot(np.arange(1, loss.size + 1), loss, lw=0.6, alpha=0.5, label="per gradient step")
+        a.plot([r["gradient_steps"] for r in rows], [r["loss"] for r in rows], "o-", ms=3, label="epoch mean")
+        a.set_yscale("log")
+    a.set_xlabel("gradient step")
+    a.set_ylabel("MSE loss (student vs teacher actions)")
+    a.set_title("imitation loss")
+    a.legend()
 
 
 def _plot_position_errors(a, epochs, rows: list[dict], raptor: dict | None, xlabel: str = "epoch") -> None:

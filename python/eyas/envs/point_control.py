@@ -76,13 +76,13 @@ from eyas.sim.fused import PARAMS
 
 from .config import (InitCfg, ObservationNoiseCfg, PointControlEnvCfg, RewardCfg, TerminationCfg,  # noqa: F401
                      env_dtype)
-from .features import NUM_DYNAMICS_FEATURES, dynamics_features
-from .scenario import TASK, ScenarioCfg, reference_rows, sample_tasks  # noqa: F401
-from .step import (TASK_OBSERVATION, TERMS, EnvState, EpisodeStarts, Settings, env_step, errors,
-                   normalized_rotor_speeds, observe, termination_rows, LOG_KEYS)
+from .features import NUM_DYNAMICS_FEATURES
+from .scenario import TASK, ScenarioCfg, reference_rows  # noqa: F401
+from .starts import StartSource, apply_mdp_cfg
+from .step import LOG_KEYS, TASK_OBSERVATION, TERMS, EnvState, EpisodeStarts, Settings, env_step, errors, observe, \
+    termination_rows
 
 NUM_ACTIONS = 4
-RESERVOIR = 16384  # randomised episode starts drawn per batch, at least (a draw costs ~200 eager ops)
 NOISE_SEED = 0x5EED  # the noise's own generator (seed + this): observation and action noise draws do not depend on resets
 
 
@@ -118,12 +118,13 @@ class PointControlEnv(VecEnv, gym.Env):
         self.observation_space = gym.spaces.Dict({k: gym.spaces.Box(-math.inf, math.inf, (self.num_envs, n))
                                                   for k, n in groups.items()})
         self._fixed_params = self._fixed_dynamics(cfg.dynamics)
-        self._nominal = sim.model_params("crazyflie", torch.float64, self.device)  # l2f's nominal model for DR
+        self._starts = StartSource(cfg, self._fixed_params, self.generator, self.device, self.settings.weak_motors)
         n, kwargs = self.num_envs, {"device": self.device, "dtype": self.dtype}
         self._noisy_observations = any(dataclasses.asdict(cfg.observation_noise).values())
         self._batch = torch.Size([n])
         # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.envs.step.EnvState`)
-        self._P = PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._new_params(n), self.dtype)
+        self._P = PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._starts.new_params(n),
+                              self.dtype)
         self._T = torch.zeros(TASK.SIZE, n, **kwargs)
         self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)
         self._X = torch.zeros(fused.STATE.size, n, **kwargs)
@@ -156,7 +157,7 @@ class PointControlEnv(VecEnv, gym.Env):
         else:
             raise ValueError(f"dynamics must be 'randomized', a registry model ({', '.join(sim.MODEL_NAMES)}) "
                              f"or a Params batch, got {dynamics!r}")
-        self._apply_mdp_cfg(fixed)
+        apply_mdp_cfg(self.cfg, fixed)
         return fixed
 
     # --- state and parameters: (B, ...) views of the packed rows ----------------------------------------
@@ -216,48 +217,7 @@ class PointControlEnv(VecEnv, gym.Env):
         return fused.param_rows(self._P, name)
 
     # --- parameters -----------------------------------------------------------------------------------
-    def _new_params(self, count: int) -> Params:
-        params = sim.sample_domain_randomized_params(count, self.generator, self.cfg.domain_randomization,
-                                                     nominal=self._nominal, dtype=self.dtype, device=self.device,
-                                                     validate=False)
-        self._apply_mdp_cfg(params)
-        return params
-
-    def _apply_mdp_cfg(self, params: Params) -> None:
-        """Write the configured MDP values (init, termination, reward, noise) into `params` in place."""
-        mdp = params.mdp
-
-        def put(tree, name, value):
-            if value is not None:
-                setattr(tree, name, torch.full_like(getattr(tree, name), value))
-
-        for section, values in (("init", self.cfg.init), ("termination", self.cfg.termination),
-                                ("reward", self.cfg.reward), ("observation_noise", self.cfg.observation_noise)):
-            for name, value in dataclasses.asdict(values).items():
-                put(getattr(mdp, section), name, value)
-        put(mdp.action_noise, "normalized_rpm", self.cfg.action_noise)
-
     # --- episode starts -------------------------------------------------------------------------------
-    def _draw_starts(self, params: Params, P: torch.Tensor | None = None) -> EpisodeStarts:
-        """Starts for episodes with these parameters (``P``: them packed, when the caller holds them so): initial
-        states and tasks drawn from the env's generator; the parameters themselves are kept for randomised
-        dynamics only (fixed ones stay in their rows)."""
-        state = sim.sample_initial_state(params, self.generator)
-        T, wind = sample_tasks(self.cfg.scenario, params, self.generator)
-        if wind is not None:
-            state.force = state.force + wind
-        starts = EpisodeStarts.empty(params.batch_size, self._fixed_params is None, self.dtype, self.device)
-        X = fused.pack_state(state, self.dtype, out=starts.X)
-        if P is None:
-            P = PARAMS.pack(params, self.dtype, out=starts.P)
-        elif starts.has_params:
-            starts.P.copy_(P)
-        starts.T.copy_(T)
-        torch.stack(normalized_rotor_speeds(tuple(X.unbind(0)), P), out=starts.rotor_speeds)
-        scale = T[TASK.MOTOR_SCALE].T if self.settings.weak_motors else None
-        starts.features.copy_(dynamics_features(params, state, scale).T)
-        return starts
-
     def _begin(self, rows: torch.Tensor | slice, starts: EpisodeStarts) -> None:
         """Start new episodes in ``rows`` from ``starts`` (one column each)."""
         self._X[:, rows] = starts.X
@@ -274,27 +234,11 @@ class PointControlEnv(VecEnv, gym.Env):
         self.episode_length_buf[rows] = 0
         self.episode_return[rows] = 0
 
-    def _take_starts(self, count: int) -> EpisodeStarts:
-        """The next ``count`` starts: new draws on every row's own parameters (fixed dynamics; ``count`` =
-        num_envs), or the next unused ones of a reservoir of randomised starts drawn in batches."""
-        if self._fixed_params is not None:
-            return self._draw_starts(PARAMS.unpack(self._P), self._P)
-        if self._reservoir is None or self._reservoir_used + count > len(self._reservoir):
-            rest = None if self._reservoir is None else self._reservoir.columns(slice(self._reservoir_used, None))
-            self._reservoir = self._draw_starts(self._new_params(max(4 * self.num_envs, RESERVOIR)))
-            self._reservoir_used = 0
-            if rest is not None and len(rest):  # the old reservoir's last starts first, then the new one's
-                self._reservoir_used = count - len(rest)
-                return rest.cat(self._reservoir.columns(slice(0, self._reservoir_used)))
-        taken = self._reservoir.columns(slice(self._reservoir_used, self._reservoir_used + count))
-        self._reservoir_used += count
-        return taken
-
     def _start_all(self) -> None:
         """New episodes in every row, and the start of every row's episode after that, drawn ahead."""
-        self._reservoir, self._reservoir_used = None, 0
-        self._begin(slice(None), self._take_starts(self.num_envs))
-        self._next = self._take_starts(self.num_envs)
+        self._starts.reservoir, self._starts.used = None, 0
+        self._begin(slice(None), self._starts.take(self.num_envs, self._P))
+        self._next = self._starts.take(self.num_envs, self._P)
         self._next.data = self._next.data.contiguous()
         self._mark_batch_dims()
 
@@ -307,11 +251,7 @@ class PointControlEnv(VecEnv, gym.Env):
 
     def _renew_next(self, rows: torch.Tensor) -> None:
         """``rows`` just began the episode their next start held: draw ahead their next one."""
-        if self._fixed_params is not None:
-            P = self._P[:, rows]
-            fresh = self._draw_starts(PARAMS.unpack(P), P)
-        else:
-            fresh = self._take_starts(len(rows))
+        fresh = self._starts.take(len(rows), self._P[:, rows] if self._fixed_params is not None else None)
         self._next.data.index_copy_(1, rows, fresh.data)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[TensorDict, dict]:
@@ -404,9 +344,8 @@ class PointControlEnv(VecEnv, gym.Env):
     def state_dict(self) -> dict:
         """What `step`/`reset` read that changes in flight: random streams, episode constants, states, episode
         buffers and the episode starts drawn ahead."""
-        reservoir = None if self._reservoir is None else self._reservoir.columns(slice(self._reservoir_used, None))
         return {"generator": self.generator.get_state(), "noise_generator": self.noise_generator.get_state(),
-                "next_starts": _starts_list(self._next), "reservoir": _starts_list(reservoir)} | {
+                "next_starts": _starts_list(self._next), "reservoir": _starts_list(self._starts.left())} | {
             k: getattr(self, k).clone() for k in _SAVED if getattr(self, k) is not None}
 
     def load_state_dict(self, saved: dict) -> None:
@@ -421,8 +360,8 @@ class PointControlEnv(VecEnv, gym.Env):
         self._params_view = None
         self.generator.set_state(saved["generator"])
         self.noise_generator.set_state(saved["noise_generator"])
-        self._reservoir, self._reservoir_used = _starts(saved.get("reservoir"), self.device), 0
-        self._next = _starts(saved.get("next_starts"), self.device) or self._take_starts(self.num_envs)
+        self._starts.reservoir, self._starts.used = _starts(saved.get("reservoir"), self.device), 0
+        self._next = _starts(saved.get("next_starts"), self.device) or self._starts.take(self.num_envs, self._P)
         self._mark_batch_dims()
 
     def close(self) -> None:

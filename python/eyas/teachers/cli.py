@@ -166,7 +166,8 @@ def _train(args) -> int:
 
     from . import resume
     from .loading import resolve_checkpoint
-    from .train import TrainOptions, train_teacher
+    from .options import TrainOptions
+    from .train import train_teacher
 
     out = check_output_dir(args.out, "--out")
     opts = TrainOptions(

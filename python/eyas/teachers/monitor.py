@@ -13,8 +13,10 @@ from eyas.io import atomic_write
 
 from . import resume
 
+from .options import TrainOptions
+
 if TYPE_CHECKING:
-    from .train import TeacherRunner, TrainOptions
+    from rsl_rl.runners import OnPolicyRunner
 
 
 class Stop(Exception):
@@ -47,7 +49,7 @@ class TrainingMonitor:
     after each), the best checkpoint (saved as `model_<it>.pt` when `opts.select == "best"`), early stops, and
     the progress bar (or, not quiet, one printed line per evaluation), and after each iteration the resume state."""
 
-    def __init__(self, name: str, runner: TeacherRunner, eval_env: Any, out: Path, opts: TrainOptions) -> None:
+    def __init__(self, name: str, runner: OnPolicyRunner, eval_env: Any, out: Path, opts: TrainOptions) -> None:
         self.name, self.runner, self.eval_env, self.out, self.opts = name, runner, eval_env, out, opts
         self.curve: list[dict] = []
         self.best_return = -math.inf

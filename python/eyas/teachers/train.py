@@ -19,7 +19,7 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,75 +33,12 @@ from . import multiprocess
 from . import resume as resume_state
 from .base import TeacherError
 from .monitor import Stop, TrainingMonitor
+from .options import TrainOptions, default_train_cfg  # noqa: F401  (the options' home; re-exported)
 from .widen import widen_checkpoint
 from .rsl_rl_io import read_training_checkpoint
 
 SIDECAR_FORMAT = "eyas-teacher"
 SIDECAR_VERSION = 1
-
-
-def default_train_cfg() -> dict:
-    """rsl_rl (5.x) runner config for a point-control teacher."""
-    return {
-        "num_steps_per_env": 32,
-        "save_interval": 100,
-        "obs_groups": {"actor": ["teacher"], "critic": ["teacher"]},
-        "algorithm": {
-            "class_name": "PPO",
-            "num_learning_epochs": 5,
-            "num_mini_batches": 4,
-            "clip_param": 0.2,
-            "gamma": 0.99,
-            "lam": 0.95,
-            "value_loss_coef": 1.0,
-            "entropy_coef": 0.0,
-            "learning_rate": 1e-3,
-            "max_grad_norm": 1.0,
-            "schedule": "adaptive",
-            "desired_kl": 0.01,
-            # returns here are O(100) (1.5 per step, -100 on termination): PPO's clipped value loss (+-0.2 per
-            # update) would make the critic far too slow to follow them
-            "use_clipped_value_loss": False,
-        },
-        "actor": {
-            "class_name": "MLPModel",
-            "hidden_dims": [64, 64],
-            "activation": "elu",
-            "obs_normalization": True,
-            # small initial noise: with std 0.5 the d_action cost makes every step's reward negative, and
-            # crashing early (-100) beats surviving; the floor keeps PPO exploring (without it the std collapses
-            # to ~0.01 and the policy drifts)
-            "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.15, "std_type": "log",
-                                 "std_range": [0.05, 10.0]},
-        },
-        "critic": {"class_name": "MLPModel", "hidden_dims": [128, 128], "activation": "elu", "obs_normalization": True},
-        "logger": "tensorboard",
-        "check_for_nan": True,
-    }
-
-
-@dataclass
-class TrainOptions:
-    """Run-level options (the PPO hyper-parameters live in the rsl_rl config)."""
-
-    num_envs: int = 1024
-    max_iterations: int = 1000
-    max_minutes: float | None = 15.0  # budget of rsl_rl collection + learning time (evaluations not counted)
-    seed: int = 0
-    device: str = "cpu"
-    eval_interval: int = 25  # iterations between deterministic evaluations (0: only at the end)
-    eval_envs: int = 512  # one episode per env during training
-    final_eval_episodes: int = 1024
-    stop_when_solved: bool = False
-    solved_terminated: float = 0.01
-    solved_position_error: float = 0.05
-    quiet: bool = True  # replace rsl_rl's per-iteration report with a progress bar
-    hover_init: bool = True  # start the actor near the hover command (output bias) with small output weights
-    select: str = "best"  # teacher checkpoint: "best" deterministic eval return seen during training, or "last"
-    init_checkpoint: str | None = None  # continue from this rsl_rl checkpoint (actor, critic, iteration; fresh optimizer)
-    obs_group: str = "teacher"  # the env's group the teacher reads: "teacher", or "privileged" (with the task rows)
-    train_cfg: dict = field(default_factory=default_train_cfg)
-    env_overrides: dict = field(default_factory=dict)
 
 
 def hover_action(params: Any, resolution: int = 2001) -> torch.Tensor:
@@ -195,8 +132,6 @@ def train_teacher(
     `opts.seed`, periodic evaluations an env with seed `opts.seed + 10000` and episode seed `opts.seed + it`.
     resume: continue the killed run in `out_dir` exactly (`eyas.teachers.resume`); `options` must be its own.
     """
-    from eyas.envs import PointControlEnv, PointControlEnvCfg
-
     opts = options or TrainOptions()
     opts = replace(opts, device=multiprocess.rank_device(opts.device))  # torchrun: cuda -> cuda:LOCAL_RANK
     multiprocess.refuse_resume(resume)
@@ -212,11 +147,7 @@ def train_teacher(
     torch.manual_seed(opts.seed)
 
     privileged, params = _resolve_dynamics(dynamics)
-    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed + multiprocess.rank(),
-                                 dynamics="randomized" if privileged else params,
-                                 privileged=opts.obs_group == "privileged", **opts.env_overrides)
-    env = PointControlEnv(env_cfg)
-    eval_env = PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
+    env_cfg, env, eval_env = _envs(privileged, params, opts)
     train_cfg = copy.deepcopy(opts.train_cfg) | {"run_name": name}
     train_cfg["obs_groups"] = {"actor": [opts.obs_group], "critic": [opts.obs_group]}
     if start is not None:  # a teacher of the narrower "teacher" group starts a "privileged" one: new inputs at zero
@@ -264,6 +195,16 @@ def _train_and_select(runner: TeacherRunner, monitor: TrainingMonitor, opts: Tra
         "selected_iteration": monitor.selected_iteration(),
         "curve": "curve.csv",
     }
+
+
+def _envs(privileged: bool, params: Any, opts: TrainOptions) -> tuple[Any, Any, Any]:
+    """(config, training env, evaluation env) of a teacher of these dynamics."""
+    from eyas.envs import PointControlEnv, PointControlEnvCfg
+
+    env_cfg = PointControlEnvCfg(num_envs=opts.num_envs, device=opts.device, seed=opts.seed + multiprocess.rank(),
+                                 dynamics="randomized" if privileged else params,
+                                 privileged=opts.obs_group == "privileged", **opts.env_overrides)
+    return env_cfg, PointControlEnv(env_cfg), PointControlEnv(env_cfg, num_envs=opts.eval_envs, seed=opts.seed + 10_000)
 
 
 def _group_width(env: Any, group: str) -> int:
