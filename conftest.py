@@ -1,6 +1,7 @@
 """Rules of the whole suite (parity_tests/ and tests/): no test skips unless EYAS_ALLOW_SKIPS=1 says it may (a skipped
 parity, committed-student or export test would pass CI without checking anything), and under CI (the CI variable
-set, as .ci/run does) hypothesis draws the same examples on every run."""
+set, as .ci/run does) hypothesis draws the same examples on every run. Under pytest-xdist (scripts/test.sh) each
+worker's torch uses one thread: the workers already fill the cores, and oversubscribed threads slow all down."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,8 @@ import pytest
 from hypothesis import settings
 
 ALLOW_SKIPS = "EYAS_ALLOW_SKIPS"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before any test module imports torch
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev", derandomize=False)

@@ -4,6 +4,7 @@
 #   1. the device tests on CUDA          pytest tests/test_device.py --device cuda (eager; the compiled env last)
 #   2. the three benchmarks on CUDA      bench_policy.py, bench_env.py, bench_train.py, each with --json
 #   3. a short distillation + APG        eyas distill --device cuda ... --apg_iterations 3
+#      and the scorecard on CUDA          eyas evaluate (RAPTOR and the main-job student, 256 episodes per group)
 #   4. the compiled path on CUDA         the compiled device test, bench_env.py --paths compiled
 # each under its own time limit, and leaves every log and JSON in one folder (the first argument, else $OUT,
 # else runs/gpu_check-<date>): status.tsv (step, exit code, seconds), env.txt, nvidia-smi.txt, <step>.log,
@@ -88,7 +89,7 @@ run_step bench_policy 60 "$PYTHON" benchmarks/bench_policy.py --device "$DEVICE"
   --json "$OUT_DIR/bench_policy.json"
 run_step bench_env 40 "$PYTHON" benchmarks/bench_env.py --devices "$DEVICE" --sizes 1024 16384 65536 --seconds 1 \
   --paths eager --json "$OUT_DIR/bench_env.json"
-TRAIN_ARGS=(--device "$DEVICE" --teachers fixtures/teachers --student fixtures/students/apg_steady/student.h5
+TRAIN_ARGS=(--device "$DEVICE" --teachers fixtures/teachers --student fixtures/students/main_job/student.h5
   --num_episodes 64 --num_envs 1024 --eval_episodes 64 --eval_registry_episodes 2 --apg_envs 1024 --apg_horizon 100
   --repeat 1)
 run_step bench_train 80 "$PYTHON" benchmarks/bench_train.py "${TRAIN_ARGS[@]}" --paths eager \
@@ -97,7 +98,10 @@ EYAS_COMPILE=0 run_step distill 150 "$PYTHON" -m eyas.distill --teacher_checkpoi
   --device "$DEVICE" --num_envs 128 --num_episodes 128 --n_epochs 2 --epoch_teacher_forcing 1 --offset_episodes 64 \
   --batch_size 32 --sequence_length 100 --learning_rate 1e-3 --eval_every 1 --eval_episodes 64 \
   --eval_registry_episodes 2 --final_eval_episodes 128 --apg_iterations 3 --apg_envs 256 --apg_horizon 100 \
-  --apg_eval_every 3 --apg_eval_episodes 64 --plots false --quiet --seed 0 --log_dir "$OUT_DIR/distill"
+  --apg_eval_every 3 --apg_eval_episodes 64 --apg_select_cases hover track_5s delay_10ms --plots false --quiet \
+  --seed 0 --log_dir "$OUT_DIR/distill"
+run_step evaluate 120 "$PYTHON" -m eyas.scorecard.cli fixtures/students/main_job/student.h5 --device "$DEVICE" \
+  --episodes 256 --json "$OUT_DIR/scorecard.json"
 run_step pytest_compiled 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_device.py --device "$DEVICE" \
   -m compiled --junitxml "$OUT_DIR/pytest_compiled.xml"
 run_step bench_env_compiled 180 "$PYTHON" benchmarks/bench_env.py --devices "$DEVICE" --sizes 65536 --seconds 1 \

@@ -41,3 +41,19 @@ def test_teachers_fly(teachers, name, max_terminated, max_final_error):
     assert result["share_terminated"] <= max_terminated, result
     assert result["final_position_error_mean"] <= max_final_error, result
     assert result["return_mean"] > 500, result
+
+
+ROBUST = Path(__file__).resolve().parents[1] / "fixtures" / "robust_teacher"
+
+
+def test_the_robust_teacher_flies_its_scenario():
+    """fixtures/robust_teacher: 90 privileged observations; 9.6 % of 1,024 held-out episodes of its scenario terminated
+    (fixtures/robust_teacher/README.md). On 256 episodes ~24.5 are expected (sd ~4.7): 48 is 5 sd above."""
+    (teacher,) = load_teacher_set(ROBUST)
+    assert (teacher.num_obs, teacher.obs_group, teacher.params) == (90, "privileged", None)
+    env = PointControlEnv(env_cfg_from_dict(teacher.meta.get("env_cfg"), num_envs=256, seed=11, dynamics="randomized"))
+    assert env.cfg.scenario.delay_ms[1] > 0 and env.cfg.scenario.reference_share > 0  # its scenario, not RAPTOR's MDP
+    check_teacher_env(teacher, env)
+    result = evaluate_actor(teacher, env, 256, seed=11)
+    assert result["share_terminated"] <= 48 / 256, result
+    assert result["return_mean"] > 400, result

@@ -64,7 +64,7 @@ def _final_weights(log_dir: Path) -> dict:
 @pytest.mark.parametrize("phase, args, saves", [
     ("epoch", ["--n_epochs", "6"], 3),
     ("apg", ["--n_epochs", "2", "--apg_iterations", "6", "--apg_eval_every", "1", "--apg_envs", "8",
-             "--apg_horizon", "20"], 4),
+             "--apg_horizon", "20", "--apg_eval_episodes", "4", "--apg_select_cases", "hover/randomized"], 4),
 ])
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, phase, args, saves):
     teacher = write_teacher(tmp_path / "teacher.h5")

@@ -78,7 +78,9 @@ def test_episode_rows_split_terminations_from_time_outs(standin, finite_horizon)
 
 def test_task_resolution(standin, monkeypatch):
     from eyas.distill.dataset import DistillationError
-    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, resolve_task
+    from eyas.envs.backend import capabilities
+    is_embedded = lambda cfg: capabilities(cfg).name == "embedded"  # noqa: E731
     from eyas.envs.isaaclab_task import IsaacLabTask, isaaclab_installed, isaaclab_registers
 
     assert isaaclab_installed() and isaaclab_registers(TASK) and not isaaclab_registers(TASK_ID)
@@ -95,7 +97,9 @@ def test_task_registered_by_an_extension_package(standin):
     """The seed's id, registered by a user's Isaac Lab extension: Isaac Lab once that package is named."""
     import gymnasium as gym
 
-    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, resolve_task
+    from eyas.envs.backend import capabilities
+    is_embedded = lambda cfg: capabilities(cfg).name == "embedded"  # noqa: E731
     from eyas.envs.isaaclab_task import IsaacLabTask
 
     assert is_embedded(resolve_task(TASK_ID)), "isaaclab_tasks alone does not register it"
@@ -113,7 +117,9 @@ def test_task_registered_by_an_extension_package(standin):
 
 def test_task_resolution_without_isaaclab():
     from eyas.distill.dataset import DistillationError
-    from eyas.distill.config import TASK_ID, is_embedded, resolve_task
+    from eyas.distill.config import TASK_ID, resolve_task
+    from eyas.envs.backend import capabilities
+    is_embedded = lambda cfg: capabilities(cfg).name == "embedded"  # noqa: E731
 
     assert is_embedded(resolve_task(TASK_ID))
     with pytest.raises(DistillationError, match="Isaac Lab is not installed"):
@@ -142,7 +148,8 @@ def test_distill_on_isaaclab_task(tmp_path):
     assert launches == [{"event": "AppLauncher", "headless": True, "device": "cpu"}], launches
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["environment"] == {"backend": "isaaclab", "task": TASK, "num_envs": 40}
+    assert summary["environment"]["backend"] == "isaaclab" and summary["environment"]["task"] == TASK
+    assert summary["environment"]["config"]["num_envs"] == 40
     assert summary["held_out"] == "task" and summary["final_eval"]["task"]["episodes"] == 60
     assert summary["foundation_policy_check"] == {"checked": True, "ok": True}
     assert not (run / "flights.json").exists(), "recorded flights need the embedded env's state"
@@ -182,8 +189,8 @@ def test_teacher_labels_are_not_clipped_on_isaaclab_tasks(standin, tmp_path):
                             sequence_length=50, device="cpu", log_dir=str(tmp_path / task))
         return DistillationRunner(cfg, progress=False)
 
-    assert runner(TASK).bank.teachers[0].action_clip is None
-    assert runner("Isaac-Quadcopter-Point-Ctrl-v0").bank.teachers[0].action_clip == 1.0
+    assert runner(TASK).setup.bank.teachers[0].action_clip is None
+    assert runner("Isaac-Quadcopter-Point-Ctrl-v0").setup.bank.teachers[0].action_clip == 1.0
 
 
 def test_apg_refused_on_isaaclab_task(tmp_path):
@@ -193,5 +200,5 @@ def test_apg_refused_on_isaaclab_task(tmp_path):
                       "--apg_iterations", 10)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
-    assert "--apg_iterations needs the embedded l2f env" in lines[0]
+    assert "--apg_iterations needs a differentiable env (the embedded l2f env)" in lines[0]
     assert not (tmp_path / "run").exists()

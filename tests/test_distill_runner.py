@@ -196,7 +196,7 @@ def test_resume_continues_exactly(tmp_path, teachers):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert full.trainer.num_updates == resumed.trainer.num_updates
-    assert full.loss_steps == resumed.loss_steps
+    assert full.state.loss_steps == resumed.state.loss_steps
     with pytest.raises(Exception, match="already finished"):
         DistillationRunner(_cfg(tmp_path, "part"), teachers=teachers, resume=True, progress=False).run()
     with pytest.raises(Exception, match="settings differ"):
@@ -252,7 +252,7 @@ def test_init_student_starts_from_the_given_weights(tmp_path, teachers):
         start = runner.setup.new_student().state_dict()
         for k in trained:
             torch.testing.assert_close(start[k], trained[k], rtol=0, atol=0, msg=k)
-    fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False).new_student().state_dict()
+    fresh = DistillationRunner(_cfg(tmp_path, "fresh"), teachers=teachers, progress=False).setup.new_student().state_dict()
     assert not torch.equal(fresh["gru.weight_hh_l0"], trained["gru.weight_hh_l0"])
 
 
@@ -269,7 +269,7 @@ def test_a_truncated_latest_state_falls_back_to_the_previous_one(tmp_path, teach
     resumed = DistillationRunner(_cfg(tmp_path, "part"), teachers=teachers, resume=True, progress=False)
     notice = [line for line in capsys.readouterr().err.splitlines() if "state.prev.pt" in line]
     assert len(notice) == 1 and "resuming from state.prev.pt (epoch 0)" in notice[0]
-    assert resumed.start_epoch == 1
+    assert resumed.state.epoch == 0  # epoch 0 is done: the run goes on from epoch 1
     resumed.run()
     a, b = full.trainer.student.state_dict(), resumed.trainer.student.state_dict()
     for k in a:
@@ -304,3 +304,25 @@ def test_resume_from_another_working_directory(tmp_path, monkeypatch):
     assert main(["--resume", "--n_epochs", "2", *args]) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["teacher_checkpoint"] == [str(tmp_path / "work" / "teacher.h5")]
+
+
+def test_the_final_scorecard_flies_every_case_beside_raptor(tmp_path, teachers, monkeypatch):
+    """--final_scorecard_episodes N: the summary carries eyas evaluate's cases (here two groups of two, for time) for
+    the best actor and RAPTOR, and the run's report has one line per case; without it, none is flown."""
+    from eyas.distill import report
+    from eyas.scorecard.selection import selection_cases
+
+    monkeypatch.setattr(report, "default_cases", lambda: selection_cases(["hover/randomized", "wind/crazyflie"]))
+    summary = DistillationRunner(_cfg(tmp_path, "card", n_epochs=1, final_scorecard_episodes=2), teachers=teachers,
+                                 progress=False).run()
+    card = summary["scorecard"]
+    assert {case: list(groups) for case, groups in card["results"].items()} == {"hover": ["randomized"],
+                                                                                "wind": ["crazyflie"]}
+    for groups in card["results"].values():
+        for row in groups.values():
+            assert set(row) == {"student", "raptor"} and row["student"]["episodes"] == 2
+            assert "per_episode" not in row["student"]
+    out = "\n".join(report.summary_lines(summary, "task", str(tmp_path / "card"), plots=False))
+    assert "the scorecard" in out and "\n  hover " in out and "\n  wind " in out
+    assert DistillationRunner(_cfg(tmp_path, "none", n_epochs=1), teachers=teachers,
+                              progress=False).run()["scorecard"] is None

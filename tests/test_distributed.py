@@ -159,7 +159,8 @@ def _torchrun(log_dir: Path, teacher: Path, *args: str, timeout: float = 300) ->
 def test_torchrun_two_ranks_writes_one_complete_run_and_resumes(tmp_path):
     teacher = write_teacher(tmp_path / "teacher.h5")
     run = tmp_path / "run"
-    apg = ["--apg_iterations", "2", "--apg_eval_every", "1", "--apg_envs", "8", "--apg_horizon", "20"]
+    apg = ["--apg_iterations", "2", "--apg_eval_every", "1", "--apg_envs", "8", "--apg_horizon", "20",
+           "--apg_eval_episodes", "4", "--apg_select_cases", "hover/randomized"]
     done = _torchrun(run, teacher, "--n_epochs", "2", *apg)
     assert done.returncode == 0, done.stderr[-3000:]
     for e in range(2):

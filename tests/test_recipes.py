@@ -8,12 +8,13 @@ from eyas.cli import main as eyas
 from eyas.distill.cli import build_parser, config_from_args, with_recipe
 from test_distill_inputs import write_teacher
 
-# what scripts/main_job.sh passed before the recipe (its last flag-list version), without --log_dir
+# what scripts/main_job.sh passed before the recipe (its last flag-list version, and the final scorecard), without
+# --log_dir
 MAIN_JOB_FLAGS = """--teacher_checkpoint fixtures/teachers/privileged
   --num_envs 256 --num_episodes 256 --n_epochs 150 --epoch_teacher_forcing 5
   --batch_size 256 --sequence_length 100 --learning_rate 1e-3
   --on_policy false --max_dataset_steps 400000
-  --eval_every 10 --eval_episodes 64 --eval_registry_episodes 10 --final_eval_episodes 500
+  --eval_every 10 --eval_episodes 64 --eval_registry_episodes 10 --final_eval_episodes 500 --final_scorecard_episodes 128
   --apg_iterations 250 --apg_envs 512 --apg_horizon 500 --apg_window 100 --apg_window_steps 200
   --apg_steady_weight 5 --apg_registry_share 0.25
   --checkpoint_every 10 --num_threads 1 --seed 0""".split()
@@ -21,6 +22,7 @@ MAIN_JOB_FLAGS = """--teacher_checkpoint fixtures/teachers/privileged
 THIRTY_MINUTES_FLAGS = """--teacher_checkpoint fixtures/teachers/privileged --num_envs 256 --num_episodes 256 --n_epochs 150
   --epoch_teacher_forcing 5 --batch_size 256 --sequence_length 100 --learning_rate 1e-3 --on_policy false
   --max_dataset_steps 400000 --eval_every 10 --eval_episodes 64 --eval_registry_episodes 20 --final_eval_episodes 500
+  --final_scorecard_episodes 128
   --apg_iterations 600 --apg_envs 512 --apg_horizon 500 --apg_window 100 --apg_window_steps 200
   --apg_steady_weight 5 --apg_registry_share 0.35 --apg_eval_episodes 512 --apg_average_decay 0.95
   --apg_learning_rate_final 2e-4 --checkpoint_every 10 --num_threads 1 --seed 0""".split()

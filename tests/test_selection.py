@@ -104,3 +104,14 @@ def test_selection_cases_never_fly_the_holdout_platforms():
     assert [g.label for g in cases["track_10s"].groups] == ["randomized"]
     with pytest.raises(ValueError, match="not a selection case"):
         selection_cases(["holdout"])
+
+
+def test_a_selection_can_name_single_groups():
+    """CASE/GROUP keeps one group of a case (several add up; the case's name alone keeps all its selection groups);
+    a group the case's selection does not fly is refused by name."""
+    cases = selection_cases(["hover/randomized", "wind/crazyflie", "hover/x500"])
+    assert {k: [g.label for g in v.groups] for k, v in cases.items()} == {"hover": ["randomized", "x500"],
+                                                                        "wind": ["crazyflie"]}
+    assert len(selection_cases(["hover/fs", "hover"])["hover"].groups) == len(selection_cases(["hover"])["hover"].groups)
+    with pytest.raises(ValueError, match="track_10s has no selection group 'crazyflie'"):
+        selection_cases(["track_10s/crazyflie"])

@@ -46,11 +46,11 @@ def read_student_pt(path: Path, error: type[Exception]) -> tuple[StudentPolicy, 
     return policy, saved.get("meta")
 
 
-def actor_environment(embedded: bool, task: str) -> dict:
-    """The ``environment`` entry of an exported actor's meta: l2f's observation layout, or the Isaac Lab task."""
-    if embedded:
+def actor_environment(caps, task: str) -> dict:
+    """The ``environment`` entry of an exported actor's meta: l2f's observation layout, or the task's."""
+    if caps.l2f_observation:
         return {"name": "l2f", "observation": RAPTOR_OBSERVATION}
-    return {"name": task, "backend": "isaaclab", "observation": "policy"}
+    return {"name": task, "backend": caps.name, "observation": "policy"}
 
 
 def load_init_student(source: str, num_obs: int, num_actions: int, hidden_dim: int) -> dict:

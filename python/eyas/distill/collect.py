@@ -28,15 +28,16 @@ import torch
 
 from eyas.distill.dataset import DistillationError, EpisodeDataset
 from eyas.distill.distributed import World
-from eyas.envs.isaaclab_task import IsaacLabEpisodes, IsaacLabTask
+from eyas.envs.backend import Capabilities, capabilities
 from eyas.envs.rollout import EpisodeStats, rollout
 from eyas.teachers import Block, TeacherBank, teacher_label
 
 SYNC_EVERY = 16  # steps between checks for the end of a block's episodes (each check synchronises a GPU)
 
 
-def check_teachers_against_env(teachers: Sequence, env) -> None:
-    """Raise `DistillationError` naming the first teacher that cannot read ``env``'s observations."""
+def check_teachers_against_env(teachers: Sequence, env, caps: Capabilities) -> None:
+    """Raise `DistillationError` naming the first teacher that cannot read ``env``'s observations, or whose own
+    dynamics the backend (``caps``) cannot fly."""
     from eyas.teachers import TeacherError, check_teacher_env
 
     for i, t in enumerate(teachers):
@@ -45,9 +46,9 @@ def check_teachers_against_env(teachers: Sequence, env) -> None:
         except TeacherError as e:
             raise DistillationError(f"teacher {i} ({teacher_label(t)}) does not fit the environment: {e}") from e
         params = getattr(t, "params", None)
-        if params is not None and isinstance(env, IsaacLabEpisodes):
+        if params is not None and not caps.fixed_dynamics:
             raise DistillationError(f"teacher {i} ({teacher_label(t)}) was trained on fixed dynamics (one teacher per "
-                                    f"dynamics set), but an Isaac Lab task draws its own dynamics; per-dynamics "
+                                    f"dynamics set), but the {caps.name} env draws its own dynamics; per-dynamics "
                                     f"teachers need the embedded env (--env_backend embedded)")
         if params is not None and params.batch_size != 1:
             raise DistillationError(f"teacher {i} ({teacher_label(t)}) carries {params.batch_size} dynamics "
@@ -86,12 +87,21 @@ def env_with_dynamics(env_cfg, params, seed: int, device: torch.device | str):
 
 
 def episode_env(teachers: Sequence, block: Block, env_cfg, generator: torch.Generator, device: torch.device | str):
-    """Rows for ``block``'s new episodes: the embedded env on each teacher's dynamics, or the first rows of an
-    Isaac Lab task (`eyas.envs.isaaclab_task.IsaacLabTask`), which draws its own dynamics."""
-    if isinstance(env_cfg, IsaacLabTask):
+    """Rows for ``block``'s new episodes: the env on each teacher's dynamics (a backend that flies fixed dynamics),
+    or the first rows of a task that draws its own (an Isaac Lab task, `eyas.envs.isaaclab_task.IsaacLabTask`)."""
+    if not capabilities(env_cfg).fixed_dynamics:
         return env_cfg.episodes(block.rows)
     params = episode_params(teachers, block, env_cfg, generator)
     return env_with_dynamics(env_cfg, params, draw_seed(generator), device)
+
+
+def new_episodes(env_cfg, rows: int, device):
+    """``rows`` rows of the run's env starting new episodes now (what probes a run's widths and episode length)."""
+    if not capabilities(env_cfg).fixed_dynamics:
+        return env_cfg.episodes(rows)
+    from eyas.envs import PointControlEnv
+
+    return PointControlEnv(dataclasses.replace(env_cfg, num_envs=rows, device=str(device)))
 
 
 def draw_seed(generator: torch.Generator) -> int:

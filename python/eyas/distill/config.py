@@ -96,9 +96,13 @@ class EvaluationConfig:
     eval_models: list[str] | None = setting(None, "registry models to evaluate on (default: all)", nargs="*")
     eval_every: int = setting(1, "evaluate every N epochs")
     final_eval_episodes: int = setting(1000, "held-out randomised episodes for the best actor's final evaluation")
+    final_scorecard_episodes: int = setting(0, "episodes per group of a final scorecard: every case of eyas "
+                                            "evaluate, the best actor beside RAPTOR (embedded env; 0: none; the "
+                                            "recipes fly 128)")
 
     def validate(self) -> None:
         _at_least(self, 1, "eval_every", "eval_episodes", "final_eval_episodes")
+        _at_least(self, 0, "final_scorecard_episodes")
         _at_least(self, 0, "eval_registry_episodes")
 
 
@@ -133,6 +137,9 @@ class APGConfig:
     steady_start: int = setting(300, "first step of the steady-state term (with --apg_horizon 500: the last 2 s)",
                                 resume=FIXED_IN_APG)
     grad_clip: float = setting(1.0, "gradient-norm clip", resume=FIXED_IN_APG)
+    log_cost: bool = setting(False, "each step's cost through log(1 + cost): a row near a crash steers the step no "
+                             "more than one that hovers (for disturbed envs, where some episodes are hopeless)",
+                             resume=FIXED_IN_APG)
     average_decay: float | None = setting(
         None, "evaluate, select and export an exponential moving average of the student's weights after each APG "
               "step (torch.optim.swa_utils, this decay per step) instead of the last weights; training continues "
@@ -144,8 +151,9 @@ class APGConfig:
     eval_episodes: int = setting(128, "episodes per group of the scorecard's selection cases in each APG evaluation "
                                  "(the selection's paired tests want >= 100)")
     select_cases: list[str] | None = setting(
-        None, "scorecard cases an APG evaluation flies (default: hover, track_5s, track_10s, delay_10ms, delay_20ms, "
-              "wind, gust, weak_motor, noise_4x; eyas.scorecard.selection)", nargs="*", resume=FIXED_IN_APG)
+        None, "scorecard cases (CASE, or CASE/GROUP for one group) an APG evaluation flies (default: hover, "
+              "track_5s, track_10s, delay_10ms, delay_20ms, wind, gust, weak_motor, noise_4x; "
+              "eyas.scorecard.selection)", nargs="*", resume=FIXED_IN_APG)
 
     def validate(self) -> None:
         _at_least(self, 0, "iterations", "steady_start")
@@ -323,13 +331,13 @@ def resolve_task(task: str, backend: str = "auto", *, num_envs: int = 1024, devi
         why = ("Isaac Lab is not installed" if not installed else
                f"not registered by {', '.join(packages)}; add its package with --isaaclab_packages")
         raise DistillationError(f"unknown --task {task!r} ({why}); the embedded env is {TASK_ID!r}")
-    return PointControlEnvCfg()
+    return PointControlEnvCfg(device=str(device))
 
 
-def embedded_mdp(env_cfg, choice: str, teachers: list):
-    """The embedded env config ``env_cfg`` with the MDP the run flies (``--env``): the first teacher's (its
-    teacher.json's ``env_cfg``; RAPTOR's for teachers without one), or a preset; with the "privileged" observation
-    group when a teacher reads it."""
+def run_mdp(env_cfg, choice: str, teachers: list):
+    """An env config whose MDP is a setting (the embedded env) with the MDP the run flies (``--env``): the first
+    teacher's (its teacher.json's ``env_cfg``; RAPTOR's for teachers without one), or a preset; with the
+    "privileged" observation group when a teacher reads it."""
     from eyas.envs import PointControlEnvCfg
 
     if choice == "teacher":
@@ -339,10 +347,3 @@ def embedded_mdp(env_cfg, choice: str, teachers: list):
         source = choice
     privileged = any(getattr(t, "obs_group", None) == "privileged" for t in teachers)
     return dataclasses.replace(env_cfg.with_mdp(source), privileged=privileged)
-
-
-def is_embedded(env_cfg) -> bool:
-    """True for the embedded l2f env (per-row dynamics, registry models, position offsets, recorded flights)."""
-    from eyas.envs import PointControlEnvCfg
-
-    return isinstance(env_cfg, PointControlEnvCfg)

@@ -94,12 +94,12 @@ class TaskEvaluator:
         return {"task": stats.summary()}
 
 
-def raptor_policy(embedded: bool, num_obs: int, num_actions: int, device) -> StudentPolicy | None:
+def raptor_policy(caps, num_obs: int, num_actions: int, device) -> StudentPolicy | None:
     """The released RAPTOR policy (foundation-policy package), the reference every student is judged against,
     when it can fly the run's env (the embedded l2f env, 22 observations, 4 actions); else None."""
     from eyas.rltools_h5 import RLToolsH5Error, load_rltools_h5, raptor_checkpoint_path
 
-    if not embedded or (num_obs, num_actions) != (22, 4):
+    if not caps.l2f_observation or (num_obs, num_actions) != (22, 4):
         return None
     try:
         return load_rltools_h5(raptor_checkpoint_path()).to(device).eval()

@@ -73,7 +73,7 @@ class FineTuning:
     def _begin(self) -> None:
         """A new phase: RAPTOR's flights of the selection cases (the distilled actor's without RAPTOR), the
         distilled actor's, and the first row."""
-        raptor = raptor_policy(self.run.embedded, self.run.num_obs, self.run.num_actions, self.run.device)
+        raptor = raptor_policy(self.run.caps, self.run.num_obs, self.run.num_actions, self.run.device)
         first = self.fly(self.student)
         self.state.reference = self.fly(raptor) if raptor is not None else first
         self.state.best = {"iteration": 0, "student": weights(self.student), "results": first}

@@ -9,6 +9,9 @@ from eyas.distill.setup import RunSetup
 from eyas.distill.state import RunState
 from eyas.io import atomic_write_json
 from eyas.model import StudentPolicy
+from eyas.scorecard.cases import default_cases
+from eyas.scorecard.report import case_lines
+from eyas.scorecard.run import Scorecard
 
 
 def save_final_actors(run: RunSetup, state: RunState, last_distilled: dict, final
@@ -58,6 +61,22 @@ def held_out_mean(evals: list[dict], held_out: str) -> dict | None:
             "share_terminated": sum(r["share_terminated"] for r in rows) / len(rows)}
 
 
+def final_scorecard(run: RunSetup, best: StudentPolicy, raptor: StudentPolicy | None) -> dict | None:
+    """Every case of `eyas evaluate` (the hold-out platforms included: this is a report, not a choice), the best
+    actor beside RAPTOR on the same episodes (seed: the scorecard's default), without the per-episode lists."""
+    episodes = run.cfg.evaluation.final_scorecard_episodes
+    if not (run.caps.fixed_dynamics and run.caps.l2f_observation) or episodes == 0:
+        return None
+    policies = {"student": best} | ({"raptor": raptor} if raptor is not None else {})
+    card = Scorecard(default_cases(), episodes=episodes, device=run.device,
+                     compile=getattr(run.env_cfg, "compile", None)).run(policies)
+    for groups in card["results"].values():
+        for row in groups.values():
+            for entry in row.values():
+                entry.pop("per_episode", None)
+    return {k: v for k, v in card.items() if k != "flights"}
+
+
 def finish(run: RunSetup, state: RunState, last_distilled: dict) -> dict:
     """Everything a run writes at its end; returns the summary (summary.json). ``last_distilled``: the
     distillation's last student (the distilled actor when no DAgger epoch ran)."""
@@ -67,13 +86,13 @@ def finish(run: RunSetup, state: RunState, last_distilled: dict) -> dict:
     best, best_epoch, chosen, apg_summary = save_final_actors(run, state, last_distilled, final)
     final_eval = final(best)
     teacher_evals = privileged_teachers_on_final(run, final)
-    raptor = raptor_policy(run.embedded, run.num_obs, run.num_actions, run.device)
-    flights = record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017) if run.embedded else None
+    raptor = raptor_policy(run.caps, run.num_obs, run.num_actions, run.device)
+    flights = (record_flights(best, run.env_cfg, run.device, seed=c.seed + 3_000_017)
+               if run.caps.fixed_dynamics and run.caps.l2f_observation else None)
     teachers = state.teacher_eval["summary"]
     held_out = final_eval.get(final.held_out)
     summary = {
-        "environment": ({"backend": "embedded", "task": c.task, "mdp": run.env_cfg.to_dict()} if run.embedded
-                        else run.env_cfg.to_dict()),
+        "environment": {"backend": run.caps.name, "task": c.task, "config": run.env_cfg.to_dict()},
         "held_out": final.held_out,
         "best_actor": str(run.log_dir / "best_actor.h5"), "best_epoch": best_epoch, "selection": chosen,
         "best_collection_return": state.best["return"],
@@ -83,7 +102,7 @@ def finish(run: RunSetup, state: RunState, last_distilled: dict) -> dict:
         "privileged_teachers_on_held_out": held_out_mean(teacher_evals, final.held_out),
         # the same final episodes flown by the released RAPTOR policy and by the (first) privileged teacher
         "raptor_final_eval": final(raptor) if raptor is not None else None,
-        "teacher_final_eval": teacher_evals[0] if teacher_evals and run.embedded else None,
+        "teacher_final_eval": teacher_evals[0] if teacher_evals and run.caps.fixed_dynamics else None,
         "student_vs_teachers": (held_out["return_mean"] / teachers["return_mean"]
                                 if held_out and teachers["return_mean"] else None),
         "gradient_steps": state.gradient_steps, "epochs": len(state.history),
@@ -91,6 +110,7 @@ def finish(run: RunSetup, state: RunState, last_distilled: dict) -> dict:
         "seconds": {k: sum(r.get(k, 0.0) for r in state.history) for k in ("collect_s", "train_s", "eval_s")},
         "apg": apg_summary,
     }
+    summary["scorecard"] = final_scorecard(run, best, raptor)
     summary["foundation_policy_check"] = checkpoint.check_foundation_policy(run.log_dir / "best_actor.h5")
     atomic_write_json(run.log_dir / "summary.json", summary)
     if flights is not None:
@@ -131,6 +151,9 @@ def summary_lines(summary: dict, task: str, log_dir: str, plots: bool) -> list[s
         if name != held_out:
             lines.append(f"  {name:<11} return {ev['return_mean']:7.1f}  terminated {100 * ev['share_terminated']:5.1f}%")
     lines += position_error_table(summary)
+    if summary.get("scorecard"):
+        lines += ["the scorecard (eyas evaluate's cases, the same episodes for both; per group: docs/evaluation.md):",
+                  *case_lines(summary["scorecard"])]
     names = ["training.png"] + (["flights.png"] if summary["environment"]["backend"] == "embedded" else [])
     lines.append(f"outputs in {log_dir}: best_actor.h5 (rl-tools), best_actor.pt, "
                  + ("distilled_actor.h5, " if apg else "") + "summary.json, TensorBoard events"

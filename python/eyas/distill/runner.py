@@ -22,15 +22,14 @@ alone touches the run directory.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
 from eyas.distill import checkpoint, sizing
-from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers
-from eyas.distill.config import DistillConfig, embedded_mdp, is_embedded, resolve_device, resolve_task
+from eyas.distill.collect import check_teachers_against_env, collect, evaluate_teachers, new_episodes
+from eyas.distill.config import DistillConfig, resolve_device, resolve_task, run_mdp
 from eyas.distill.dataset import DistillationError
 from eyas.distill.distributed import World
 from eyas.distill.evaluation import raptor_policy
@@ -39,6 +38,7 @@ from eyas.distill.logger import RunLogger, epoch_line
 from eyas.distill.setup import RunSetup
 from eyas.distill.state import RunState
 from eyas.distill.trainer import Distillation
+from eyas.envs.backend import capabilities
 from eyas.io import atomic_write_json
 from eyas.sim import MODEL_NAMES
 from eyas.teachers import Block, TeacherBank, TeacherError, load_teachers
@@ -89,7 +89,7 @@ class DistillationRunner:
 
     def _build_setup(self, cfg: DistillConfig, device, env_cfg, teachers: list | None) -> RunSetup:
         """The teachers, checked against the env (which also gives the student's widths and the episode length)."""
-        embedded = is_embedded(env_cfg)
+        caps = capabilities(env_cfg)
         if teachers is None:
             if not cfg.teacher_checkpoint:
                 raise DistillationError("no teachers: pass --teacher_checkpoint FILE_OR_DIR [...]")
@@ -97,26 +97,23 @@ class DistillationRunner:
                 teachers = load_teachers(cfg.teacher_checkpoint, device)
             except TeacherError as e:
                 raise DistillationError(str(e)) from e
-        if embedded:
-            env_cfg = embedded_mdp(env_cfg, cfg.env, teachers)
-        else:  # l2f's motor commands live in [-1, 1]; other tasks take the mean unclipped, as rsl_rl
+        if caps.has_mdp:
+            env_cfg = run_mdp(env_cfg, cfg.env, teachers)
+        if not caps.l2f_observation:  # l2f's motor commands live in [-1, 1]; other tasks take the mean unclipped
             for t in teachers:
                 if hasattr(t, "action_clip") and not getattr(t, "is_recurrent", False):
                     t.action_clip = None
-        from eyas.envs import PointControlEnv
-
-        probe = (PointControlEnv(dataclasses.replace(env_cfg, num_envs=1, device=str(device)))
-                 if embedded else env_cfg.episodes(1))
-        check_teachers_against_env(teachers, probe)
+        probe = new_episodes(env_cfg, 1, device)
+        check_teachers_against_env(teachers, probe, caps)
         cfg.apg.check_horizon(int(probe.max_episode_length))
-        if cfg.apg.iterations > 0 and not embedded:
-            raise DistillationError("--apg_iterations needs the embedded l2f env: APG differentiates through its "
-                                    "simulator, which an Isaac Lab task does not expose")
+        if cfg.apg.iterations > 0 and not caps.differentiable:
+            raise DistillationError(f"--apg_iterations needs a differentiable env (the embedded l2f env): APG "
+                                    f"differentiates through its simulator, which the {caps.name} env does not expose")
         t = cfg.training
         init = (checkpoint.load_init_student(t.init_student, probe.num_obs, probe.num_actions, t.hidden_dim)
                 if t.init_student else None)
         models = cfg.evaluation.eval_models
-        setup = RunSetup(cfg, Path(cfg.log_dir), device, env_cfg, embedded, TeacherBank(teachers, device),
+        setup = RunSetup(cfg, Path(cfg.log_dir), device, env_cfg, caps, TeacherBank(teachers, device),
                          probe.num_obs, probe.num_actions, int(probe.max_episode_length),
                          list(models) if models is not None else list(MODEL_NAMES), self.world, init)
         self.num_episodes = sizing.episodes_for(setup, self.world)
@@ -125,12 +122,14 @@ class DistillationRunner:
 
     def _setup_teachers(self) -> None:
         s, c = self.setup, self.cfg.collection
-        threshold = c.min_teacher_return if c.min_teacher_return is not None else (300.0 if s.embedded else None)
+        # rl-tools' SOLVED_RETURN belongs to l2f's reward; a task's returns have their own scale
+        threshold = c.min_teacher_return if c.min_teacher_return is not None else (
+            300.0 if s.caps.l2f_observation else None)
         self.state.offsets, self.state.teacher_eval = evaluate_teachers(
             s.bank, s.env_cfg, num_episodes=c.offset_episodes, num_envs=c.num_envs, generator=self.generator,
-            device=s.device, window=tuple(c.offset_window) if s.embedded else None, min_return=threshold,
+            device=s.device, window=tuple(c.offset_window) if s.caps.fixed_dynamics else None, min_return=threshold,
             world=self.world)
-        raptor = raptor_policy(s.embedded, s.num_obs, s.num_actions, s.device)
+        raptor = raptor_policy(s.caps, s.num_obs, s.num_actions, s.device)
         # the reference row of every per-epoch evaluation (the same episodes): plots and history.json
         self.state.teacher_eval["raptor_eval"] = self.evaluator(raptor) if raptor is not None else None
 
@@ -240,7 +239,8 @@ class DistillationRunner:
         stats = collect(s.bank, s.env_cfg, num_episodes=self.num_episodes, num_envs=c.num_envs,
                         generator=self.generator, device=s.device,
                         student=None if teacher_forcing else self.trainer.student,
-                        position_offsets=self.state.offsets if c.position_offset_correction and s.embedded else None,
+                        position_offsets=(self.state.offsets if c.position_offset_correction and s.caps.fixed_dynamics
+                                          else None),
                         dataset=self.dataset, world=self.world)
         row.update(collect_s=time.perf_counter() - t0, actor="teacher" if teacher_forcing else "student",
                    dataset_steps=self.dataset.num_steps, dataset_episodes=self.dataset.num_episodes,

@@ -12,6 +12,7 @@ from eyas.distill import checkpoint
 from eyas.distill.config import DistillConfig
 from eyas.distill.distributed import World
 from eyas.distill.evaluation import Evaluator, TaskEvaluator
+from eyas.envs.backend import Capabilities
 from eyas.model import StudentPolicy
 from eyas.teachers import TeacherBank
 
@@ -22,7 +23,7 @@ class RunSetup:
     log_dir: Path
     device: torch.device
     env_cfg: Any  # `PointControlEnvCfg` (the embedded env, with the run's MDP) or an `IsaacLabTask`
-    embedded: bool
+    caps: Capabilities  # what the env can do (`eyas.envs.backend`)
     bank: TeacherBank
     num_obs: int
     num_actions: int
@@ -43,7 +44,7 @@ class RunSetup:
 
     def evaluator(self, episodes: int, per_model: int, seed: int, world: World = World()):
         """A held-out evaluation (``world``: split over the ranks; by default this process flies all of it)."""
-        if not self.embedded:
+        if not self.caps.fixed_dynamics:  # new episodes of a task that draws its own dynamics
             return TaskEvaluator(self.env_cfg, episodes=episodes, world=world)
         return Evaluator(self.env_cfg, randomized=episodes, per_model=per_model, models=self.eval_models, seed=seed,
                          device=self.device, world=world)
@@ -52,4 +53,4 @@ class RunSetup:
         """``directory/stem.h5`` and ``.pt`` (rank 0 alone writes)."""
         if self.world.is_main:
             checkpoint.save_actor(student, directory, stem, meta,
-                                  checkpoint.actor_environment(self.embedded, self.cfg.task))
+                                  checkpoint.actor_environment(self.caps, self.cfg.task))

@@ -10,6 +10,7 @@ import torch
 from eyas import sim
 from eyas.sim import Params
 
+from .backend import Capabilities
 from .scenario import ROBUST, ScenarioCfg
 
 
@@ -114,6 +115,10 @@ class PointControlEnvCfg:
                                          if k in known})
             kwargs[f.name] = value
         return dataclasses.replace(cls(), **(kwargs | overrides))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities("embedded", differentiable=True, fixed_dynamics=True, l2f_observation=True, has_mdp=True)
 
     def with_mdp(self, source: "PointControlEnvCfg | str") -> "PointControlEnvCfg":
         """This config with the MDP (`MDP_FIELDS`) of another config, or of a preset (`PRESETS`) on RAPTOR's."""

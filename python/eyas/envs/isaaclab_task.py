@@ -23,6 +23,8 @@ from tensordict import TensorDict
 
 from eyas.errors import EyasError
 
+from .backend import Capabilities
+
 
 TASK_PACKAGES = ("isaaclab_tasks",)  # imported after the app starts; they register the tasks
 
@@ -104,6 +106,11 @@ class IsaacLabTask:
             self._env = launch(self.task, num_envs=self.num_envs, device=self.device, seed=self.seed,
                                packages=self.packages)
         return self._env
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities("isaaclab", differentiable=False, fixed_dynamics=False, l2f_observation=False,
+                            has_mdp=False)
 
     def episodes(self, rows: int) -> "IsaacLabEpisodes":
         return IsaacLabEpisodes(self.env, rows)

@@ -113,3 +113,24 @@ def plot_tracking(card: dict, directory: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def case_lines(card: dict) -> list[str]:
+    """One line per case: each policy's mean headline error over the case's groups (cm) and mean terminated share,
+    and the groups where a student's headline is above the reference's."""
+    policies = _policies(card)
+    reference = REFERENCE if REFERENCE in policies else None
+    lines = [f"  {'case':<12} " + " ".join(f"{name + ' [cm, %]':>22}" for name in policies)
+             + ("  groups above RAPTOR's error" if reference else "")]
+    for case, groups in card["results"].items():
+        kind = card["cases"][case]["headline"]
+        cells = []
+        for name in policies:
+            errors = [headline(row[name], kind) for row in groups.values()]
+            errors = [e for e in errors if e == e]
+            share = sum(row[name]["share_terminated"] for row in groups.values()) / len(groups)
+            cells.append(f"{100 * sum(errors) / max(len(errors), 1):9.2f} {100 * share:6.1f} %")
+        above = [g for g, row in groups.items() if reference and any(
+            headline(row[n], kind) > headline(row[reference], kind) for n in policies if n != reference)]
+        lines.append(f"  {case:<12} " + " ".join(f"{c:>22}" for c in cells) + (f"  {', '.join(above)}" if above else ""))
+    return lines

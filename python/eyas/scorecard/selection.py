@@ -42,16 +42,24 @@ SELECTION = {"hover": None, "track_5s": ("randomized", "crazyflie", "x500"), "tr
 
 
 def selection_cases(names: list[str] | None = None) -> dict[str, Case]:
-    """The scorecard cases (``names``, default `SELECTION`'s) with the groups a selection flies."""
+    """The scorecard cases (``names``, default `SELECTION`'s) with the groups a selection flies; a name
+    ``case/group`` keeps that one group of the case (several such names add up)."""
     cases = default_cases()
-    out = {}
+    wanted: dict[str, set | None] = {}
     for name in names if names is not None else SELECTION:
-        if name not in SELECTION:
-            raise ValueError(f"{name!r} is not a selection case; cases: {', '.join(SELECTION)}")
-        keep = SELECTION[name]
-        groups = tuple(g for g in cases[name].groups if keep is None or g.label in keep)
-        out[name] = dataclasses.replace(cases[name], groups=groups)
-    return out
+        case, _, group = name.partition("/")
+        if case not in SELECTION:
+            raise ValueError(f"{case!r} is not a selection case; cases: {', '.join(SELECTION)}")
+        labels = [g.label for g in cases[case].groups if SELECTION[case] is None or g.label in SELECTION[case]]
+        if group and group not in labels:
+            raise ValueError(f"{name!r}: {case} has no selection group {group!r}; groups: {', '.join(labels)}")
+        if group and wanted.get(case, set()) is not None:
+            wanted.setdefault(case, set()).add(group)
+        elif not group:
+            wanted[case] = None
+    return {case: dataclasses.replace(cases[case], groups=tuple(
+        g for g in cases[case].groups if (SELECTION[case] is None or g.label in SELECTION[case])
+        and (keep is None or g.label in keep))) for case, keep in wanted.items()}
 
 
 class Verdict(NamedTuple):
