@@ -154,6 +154,14 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def check_report_outputs(args: argparse.Namespace) -> None:
+    """The ``--json`` file and ``--plot`` directory of a command that has them (None: not asked), checked first."""
+    if getattr(args, "json", None):
+        check_output_file(args.json, "--json")
+    if getattr(args, "plot", None):
+        check_output_dir(args.plot, "--plot")
+
+
 def _check_creatable_dir(directory: Path, flag: str, shown: Path) -> None:
     existing = directory.absolute()
     while not existing.exists():

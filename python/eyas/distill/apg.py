@@ -80,6 +80,8 @@ def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: tor
     obs = policy.T if noise is None else policy.T + noise
     actions, hidden_next = policy_step(w, obs.to(w.w_in.dtype), hidden)
     nxt, out = advance(s, actions, settings)
+    # the env's return is no part of APG's cost: left as it was, its reward terms drop out of the compiled graph
+    nxt = nxt._replace(ret=s.ret)
     terminated = out.terminated & alive
     qx, qy = nxt.X[4], nxt.X[5]
     limit = lambda name: param_rows(s.P, f"mdp.termination.{name}_threshold")  # noqa: E731

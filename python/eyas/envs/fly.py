@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file, resolve_device,
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_report_outputs, resolve_device,
                            run_command)
 from eyas.errors import UsageError
 from eyas.io import atomic_write_json
@@ -71,10 +71,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.json:
-        check_output_file(args.json, "--json")
-    if args.plot:
-        check_output_dir(args.plot, "--plot")
+    check_report_outputs(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     device = str(resolve_device(args.device))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file,
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_report_outputs,
                            resolve_device, run_command)
 from eyas.io import atomic_write, read_torch_file
 
@@ -81,10 +81,7 @@ def policies_of(args) -> dict[str, torch.nn.Module]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.json:
-        check_output_file(args.json, "--json")
-    if args.plot:
-        check_output_dir(args.plot, "--plot")
+    check_report_outputs(args)
     for path in args.dynamics:
         dynamics_file(path)
     device, policies = resolve_device(args.device), policies_of(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_output_file, finite_float,
+from eyas.cli_args import (ArgumentParser, add_run_flags, at_least, check_output_dir, check_report_outputs, finite_float,
                            resolve_device, run_command, user_error)
 from eyas.errors import Interrupted
 
@@ -209,8 +209,7 @@ def _eval(args) -> int:
     from .base import check_teacher_env
     from .evaluate import evaluate_actor
 
-    if args.json:
-        check_output_file(args.json, "--json")
+    check_report_outputs(args)
     device = str(resolve_device(args.device))
     flights = _eval_envs(args, device)
     for teacher, env, _ in flights:  # every teacher against its env before the first episode
