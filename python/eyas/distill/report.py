@@ -69,7 +69,7 @@ def final_scorecard(run: RunSetup, best: StudentPolicy, raptor: StudentPolicy | 
         return None
     policies = {"student": best} | ({"raptor": raptor} if raptor is not None else {})
     card = Scorecard(default_cases(), episodes=episodes, device=run.device,
-                     compile=getattr(run.env_cfg, "compile", None)).run(policies)
+                     compile=run.env_cfg.compile).run(policies)
     for groups in card["results"].values():
         for row in groups.values():
             for entry in row.values():

@@ -45,21 +45,23 @@ def selection_cases(names: list[str] | None = None) -> dict[str, Case]:
     """The scorecard cases (``names``, default `SELECTION`'s) with the groups a selection flies; a name
     ``case/group`` keeps that one group of the case (several such names add up)."""
     cases = default_cases()
-    wanted: dict[str, set | None] = {}
+    selected = {case: tuple(g for g in cases[case].groups if keep is None or g.label in keep)
+                for case, keep in SELECTION.items()}
+    wanted: dict[str, set | None] = {}  # case -> the groups named (None: all its selection groups)
     for name in names if names is not None else SELECTION:
         case, _, group = name.partition("/")
         if case not in SELECTION:
             raise ValueError(f"{case!r} is not a selection case; cases: {', '.join(SELECTION)}")
-        labels = [g.label for g in cases[case].groups if SELECTION[case] is None or g.label in SELECTION[case]]
+        labels = [g.label for g in selected[case]]
         if group and group not in labels:
             raise ValueError(f"{name!r}: {case} has no selection group {group!r}; groups: {', '.join(labels)}")
-        if group and wanted.get(case, set()) is not None:
-            wanted.setdefault(case, set()).add(group)
-        elif not group:
+        if not group:
             wanted[case] = None
-    return {case: dataclasses.replace(cases[case], groups=tuple(
-        g for g in cases[case].groups if (SELECTION[case] is None or g.label in SELECTION[case])
-        and (keep is None or g.label in keep))) for case, keep in wanted.items()}
+        elif wanted.get(case, set()) is not None:
+            wanted.setdefault(case, set()).add(group)
+    return {case: dataclasses.replace(cases[case], groups=tuple(g for g in selected[case]
+                                                                 if keep is None or g.label in keep))
+            for case, keep in wanted.items()}
 
 
 class Verdict(NamedTuple):
