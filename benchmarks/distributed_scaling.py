@@ -1,11 +1,11 @@
 """`eyas distill` under torchrun with 1 and with N processes on the same settings: collection and training
 throughput per epoch, and a per-rank estimate of a RAPTOR-size epoch (docs/scaling.md). The epochs are DAgger
-epochs flown by a trained student (``--init_student``, default the committed `fixtures/students/apg_steady`, which
+epochs flown by a trained student (``--init_student``, default the committed `fixtures/students/main_job`, which
 flies whole 500-step episodes, as RAPTOR's students do for most of its 1000 epochs) with the teacher labelling
 every step; ``--init_student none``: the teacher flies (teacher forcing).
 
     python benchmarks/distributed_scaling.py [--procs 1 2] [--teacher fixtures/teachers/privileged] [--device cpu]
-        [--init_student fixtures/students/apg_steady/student.h5 | none]
+        [--init_student fixtures/students/main_job/student.h5 | none]
 
 Each launch is ``python -m torch.distributed.run --standalone --nproc_per_node N -m eyas.distill ...`` (1 torch
 thread per process); the figures are rank 0's timings of the epochs after the first (``history.json``):
@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--teacher", default=str(ROOT / "fixtures" / "teachers" / "privileged"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--init_student", default=str(ROOT / "fixtures" / "students" / "apg_steady" / "student.h5"))
+    p.add_argument("--init_student", default=str(ROOT / "fixtures" / "students" / "main_job" / "student.h5"))
     p.add_argument("--num_envs", type=int, default=128)
     p.add_argument("--num_episodes", type=int, default=128)
     p.add_argument("--epochs", type=int, default=3)

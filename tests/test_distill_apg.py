@@ -189,6 +189,25 @@ def test_run_with_apg_phase(tmp_path, teachers):
         assert tag in tags, tag
 
 
+def test_apg_flies_the_apg_env_presets_in_turn_then_the_runs_mdp(teachers):
+    """--apg_env A B --apg_env_steps 1 1: step 0 flies A's MDP, step 1 B's (the rest of the run's env config kept),
+    then the run's; without --apg_env, always the run's; a last preset without a count flies every step left."""
+    from eyas.envs.scenario import MIXED, SMOOTH
+
+    run_env = PointControlEnvCfg(num_envs=8, privileged=True)
+    apg = _apg(teachers, run_env, env=["mixed", "smooth"], env_steps=[1, 1], envs=4, horizon=3)
+    assert apg.flight_env_cfg.scenario == MIXED and apg.flight_env_cfg.privileged
+    assert apg.flight_env_cfg.num_envs == 8 and run_env.scenario not in (MIXED, SMOOTH)
+    assert apg._episode_env(apg._block()).cfg.scenario == MIXED
+    apg.update()
+    assert apg.flight_env_cfg.scenario == SMOOTH
+    apg.update()
+    assert apg.iteration == 2 and apg.flight_env_cfg is run_env
+    assert _apg(teachers, run_env).flight_env_cfg is run_env
+    assert [APGConfig(env=["mixed", "raptor"], env_steps=[2]).flight_mdp(i) for i in (0, 1, 2, 99)] == [
+        "mixed", "mixed", "raptor", "raptor"]
+
+
 def test_resume_in_the_apg_phase_continues_exactly(tmp_path, teachers):
     kw = dict(apg_eval_every=2, apg_envs=8, apg_horizon=20, apg_eval_episodes=4, apg_select_cases=["hover/randomized"])
     full = DistillationRunner(_cfg(tmp_path, "full", apg_iterations=4, **kw), teachers=teachers, progress=False)
@@ -220,12 +239,15 @@ def test_resume_in_the_apg_phase_continues_exactly(tmp_path, teachers):
                                                   ("--apg_horizon", 501, "exceeds the episode length 500"),
                                                   ("--apg_learning_rate", -1, "--apg_learning_rate must be a positive"),
                                                   ("--apg_barrier_start", 1.5, "--apg_barrier_start must be in"),
-                                                  ("--apg_registry_share", 1, "--apg_registry_share must be in")])
+                                                  ("--apg_registry_share", 1, "--apg_registry_share must be in"),
+                                                  ("--apg_env_steps", -1, "--apg_env_steps needs --apg_env"),
+                                                  ("--apg_env", ["mixed", "--apg_env_steps", 10, 20],
+                                                   "one count per --apg_env")])
 def test_bad_apg_settings(tmp_path, capsys, flag, value, message):
     from test_distill_inputs import check_error, run, write_teacher
 
     rc, log_dir = run(tmp_path, "--teacher_checkpoint", write_teacher(tmp_path / "t.h5"), "--apg_iterations", 5,
-                      flag, value)
+                      flag, *(value if isinstance(value, list) else [value]))
     check_error(capsys, rc, log_dir, message)
 
 

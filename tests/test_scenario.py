@@ -2,6 +2,7 @@
 l2f), PX4's Lissajous reference, wind, gusts, a weak motor, PX4's observation clipping, the privileged rows."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from eyas import sim
 from eyas.envs import PointControlEnv, PointControlEnvCfg, TerminationCfg
-from eyas.envs.scenario import TASK, ScenarioCfg, hovering_tasks, reference_rows
+from eyas.envs.scenario import MIXED, TASK, ScenarioCfg, hovering_tasks, reference_rows, sample_tasks
 from eyas.envs.step import EnvState, Settings, advance
 from eyas.sim import Params, State, fused
 
@@ -219,7 +220,21 @@ def test_an_inactive_scenario_draws_nothing():
     assert not ScenarioCfg().active and ScenarioCfg(wind=(0.0, 0.1)).active
 
 
-@pytest.mark.parametrize("bad", [dict(reference_share=1.5), dict(delay_ms=(10.0, 5.0)), dict(weak_motor_rotor=4),
+def test_nominal_episodes_draw_raptors_mdp_and_leave_the_others_draws_alone():
+    """``nominal_share``: those episodes hover at the origin undisturbed (no reference, delay, wind, gust or weak
+    motor); the other episodes are exactly what the same configuration without it draws."""
+    params = sim.sample_domain_randomized_params(512, torch.Generator().manual_seed(0), dtype=torch.float64)
+    mixed, mixed_wind = sample_tasks(MIXED, params, torch.Generator().manual_seed(1))
+    plain, plain_wind = sample_tasks(dataclasses.replace(MIXED, nominal_share=0.0), params,
+                                     torch.Generator().manual_seed(1))
+    nominal = (mixed != plain).any(0) | (mixed_wind != plain_wind).any(1)
+    hovering = hovering_tasks(512, torch.float64, "cpu")
+    assert 0.4 < nominal.double().mean() < 0.6  # about half; every one of them differs from its plain draw
+    assert torch.equal(mixed[:, nominal], hovering[:, nominal]) and not mixed_wind[nominal].any()
+    assert torch.equal(mixed[:, ~nominal], plain[:, ~nominal]) and torch.equal(mixed_wind[~nominal], plain_wind[~nominal])
+
+
+@pytest.mark.parametrize("bad", [dict(reference_share=1.5), dict(nominal_share=-0.1), dict(delay_ms=(10.0, 5.0)), dict(weak_motor_rotor=4),
                                  dict(wind=(-0.1, 0.1))])
 def test_bad_scenarios_are_refused(bad):
     with pytest.raises(ValueError, match="scenario"):

@@ -133,6 +133,7 @@ class AnalyticPolicyGradient:
         self.bank = bank
         self.env_cfg = env_cfg
         self.cfg = cfg
+        self._flight_env_cfgs = {name: env_cfg.with_mdp(name) for name in cfg.env or ()}
         self.generator = generator
         self.device = torch.device(device)
         self.optimizer = torch.optim.Adam(student.parameters(), lr=cfg.learning_rate, eps=1e-7)
@@ -157,6 +158,13 @@ class AnalyticPolicyGradient:
             return self.student
         return self.average.module
 
+    @property
+    def flight_env_cfg(self):
+        """The env this step's flights fly: the run's, with the MDP of the --apg_env preset whose turn it is
+        (`APGConfig.flight_mdp`)."""
+        name = self.cfg.flight_mdp(self.iteration)
+        return self.env_cfg if name is None else self._flight_env_cfgs[name]
+
     def _block(self) -> Block:
         first = self._next_teacher
         count = min(self.teachers_per_batch, len(self.bank) - first)
@@ -167,15 +175,15 @@ class AnalyticPolicyGradient:
         """The env of ``block``'s new episodes (`collect.episode_env`); with ``registry_share`` > 0 and privileged
         teachers the last rows of each teacher's part fly the registry models in turn instead (drawn after the
         randomised parameters of all rows, so the other rows' draws do not change)."""
-        teachers = block.of(self.bank.teachers)
+        teachers, env_cfg = block.of(self.bank.teachers), self.flight_env_cfg
         keep = round(block.per_teacher * (1 - self.cfg.registry_share))
         if keep == block.per_teacher or any(getattr(t, "params", None) is not None for t in teachers):
-            return episode_env(self.bank.teachers, block, self.env_cfg, self.generator, self.device)
-        params = episode_params(self.bank.teachers, block, self.env_cfg, self.generator)
+            return episode_env(self.bank.teachers, block, env_cfg, self.generator, self.device)
+        params = episode_params(self.bank.teachers, block, env_cfg, self.generator)
         rows = torch.arange(block.rows).reshape(block.count, block.per_teacher)[:, keep:].reshape(-1)
         models = sim.Params.cat([sim.model_params(name, params.dtype, "cpu") for name in sim.MODEL_NAMES])
         params.assign_(rows, models[torch.arange(len(rows)) % len(sim.MODEL_NAMES)])  # the models in turn
-        return env_with_dynamics(self.env_cfg, params, draw_seed(self.generator), self.device)
+        return env_with_dynamics(env_cfg, params, draw_seed(self.generator), self.device)
 
     def fly(self, detach_every: int | None = None) -> Iterator[Step]:
         """Fly one batch of new episodes for ``horizon`` steps with gradients (the student acts, the teachers label;

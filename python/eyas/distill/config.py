@@ -111,6 +111,13 @@ class APGConfig:
     """APG fine-tuning after the epochs (`eyas.distill.apg`; not rl-tools), flags ``--apg_<name>``."""
 
     iterations: int = setting(0, "APG steps after the distillation epochs (0: rl-tools' algorithm only)")
+    env: list[str] | None = setting(
+        None, "the MDPs of APG's flights in turn, env presets (raptor, robust, mixed, smooth; docs/environment.md), "
+              "each for its --apg_env_steps, then the run's (--env) (default: the run's)", nargs="+",
+        choices=("raptor", "robust", "mixed", "smooth"), resume=FIXED_IN_APG)
+    env_steps: list[int] | None = setting(
+        None, "APG steps each --apg_env flies, in turn (default: the last one flies every step left)", nargs="+",
+        type=int, resume=FIXED_IN_APG)
     # on a CPU a step with 1024 episodes costs little more than with 256 (op overhead)
     envs: int = setting(1024, "episodes flown per APG step", resume=FIXED_IN_APG)
     horizon: int = setting(200, "steps flown per episode", resume=FIXED_IN_APG)
@@ -160,6 +167,7 @@ class APGConfig:
         _at_least(self, 1, "envs", "horizon", "eval_every", "eval_episodes")
         if self.window is not None and self.window < 1:
             raise DistillationError(f"--apg_window must be >= 1, got {self.window}")
+        self._validate_env_schedule()
         if self.window_steps is not None and self.window_steps < 0:
             raise DistillationError(f"--apg_window_steps must be >= 0, got {self.window_steps}")
         for name in ("learning_rate", "grad_clip") + (("learning_rate_final",) if self.learning_rate_final else ()):
@@ -184,6 +192,25 @@ class APGConfig:
             except ValueError as e:
                 raise DistillationError(f"--apg_select_cases: {e}") from e
 
+    def _validate_env_schedule(self) -> None:
+        envs, steps = self.env or [], self.env_steps or []
+        if steps and not envs:
+            raise DistillationError("--apg_env_steps needs --apg_env")
+        if any(n < 0 for n in steps):
+            raise DistillationError(f"--apg_env_steps must be >= 0, got {steps}")
+        if envs and len(steps) not in (len(envs) - 1, len(envs)):
+            raise DistillationError(f"--apg_env_steps: one count per --apg_env (the last one may be left out), got "
+                                    f"{len(steps)} for {len(envs)}")
+
+    def flight_mdp(self, iteration: int) -> str | None:
+        """The env preset APG step ``iteration`` (0-based) flies (`--apg_env` in turn); None: the run's MDP."""
+        envs, steps = self.env or [], list(self.env_steps or [])
+        for env, count in zip(envs, steps + [None] * (len(envs) - len(steps))):
+            if count is None or iteration < count:
+                return env
+            iteration -= count
+        return None
+
     def check_horizon(self, max_episode_length: int) -> None:
         if self.horizon > max_episode_length:
             raise DistillationError(f"--apg_horizon {self.horizon} exceeds the episode length {max_episode_length}")
@@ -198,9 +225,10 @@ class DistillConfig:
              "teacher per dynamics set, as RAPTOR)", factory=list, nargs="+", metavar="PATH")
     task: str = setting(TASK_ID, "environment id (the embedded env unless Isaac Lab provides it)", resume=FIXED)
     env: str = setting("teacher", "the embedded env's MDP: 'teacher' (the one the first teacher was trained in, as its "
-                       "teacher.json records), 'raptor' (RAPTOR's: hover to a point, undisturbed) or 'robust' (moving "
-                       "references, actuation delay, wind, gusts, weak motors, observation noise; docs/environment.md)",
-                       resume=FIXED, choices=("teacher", "raptor", "robust"))
+                       "teacher.json records), 'raptor' (RAPTOR's: hover to a point, undisturbed), 'robust' (moving "
+                       "references, actuation delay, wind, gusts, weak motors, observation noise), 'mixed' (half "
+                       "RAPTOR's, half disturbed) or 'smooth' (mixed's references and wind; docs/environment.md)",
+                       resume=FIXED, choices=("teacher", "raptor", "robust", "mixed", "smooth"))
     env_backend: str = setting("auto", "auto: Isaac Lab when it is installed and registers --task, else the embedded "
                                "l2f env", resume=FIXED, choices=("auto", "embedded", "isaaclab"))
     isaaclab_packages: list[str] = setting(

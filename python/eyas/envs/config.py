@@ -11,7 +11,7 @@ from eyas import sim
 from eyas.sim import Params
 
 from .backend import Capabilities
-from .scenario import ROBUST, ScenarioCfg
+from .scenario import MIXED, ROBUST, SMOOTH, ScenarioCfg
 
 
 @dataclass
@@ -73,8 +73,10 @@ BASE_NOISE = ObservationNoiseCfg(position=0.01, orientation=0.01, linear_velocit
 # what an env's MDP is (the rest of a config says how many rows run where): what a teacher records and distils with
 MDP_FIELDS = ("max_episode_length", "domain_randomization", "init", "termination", "reward", "observation_noise",
               "action_noise", "action_history_length", "scenario")
-# named MDPs: RAPTOR's (hover to a point, undisturbed) and the robust one the scorecard asks for
-PRESETS = {"raptor": {}, "robust": {"scenario": ROBUST, "observation_noise": BASE_NOISE}}
+# named MDPs: RAPTOR's (hover to a point, undisturbed), the robust one the scorecard asks for, and the mixes APG's
+# flights use (half RAPTOR's, half disturbed; `eyas.envs.scenario.MIXED`, `SMOOTH`)
+PRESETS = {"raptor": {}, "robust": {"scenario": ROBUST, "observation_noise": BASE_NOISE}, "mixed": {"scenario": MIXED},
+           "smooth": {"scenario": SMOOTH}}
 
 
 @dataclass

@@ -23,6 +23,7 @@ Per episode (each draw uniform in its range; a range with equal ends is a fixed 
 * **weak motor**: with probability ``weak_motor_share`` one rotor (``weak_motor_rotor``, or a random one for -1)
   delivers ``weak_motor_scale`` of its thrust (its thrust curve scaled).
 * **observation noise**: the env's `ObservationNoiseCfg` standard deviations scaled by a factor ~ ``noise_scale``.
+* **nominal**: with probability ``nominal_share`` none of the above (RAPTOR's MDP: hover at the origin, undisturbed).
 """
 from __future__ import annotations
 
@@ -61,11 +62,12 @@ class ScenarioCfg:
     weak_motor_scale: tuple[float, float] = (0.7, 0.9)
     weak_motor_rotor: int = -1  # -1: a random rotor
     noise_scale: tuple[float, float] = (1.0, 1.0)  # factor on ObservationNoiseCfg's standard deviations
+    nominal_share: float = 0.0  # share of episodes that draw none of the above: RAPTOR's MDP (hover, undisturbed)
     full_step: bool = False  # step with every mechanism on whatever the draws: one compiled graph for all scenarios
 
     def validate(self) -> None:
         """ValueError naming the first setting out of its range."""
-        for name in ("reference_share", "delay_share", "gust_share", "weak_motor_share"):
+        for name in ("reference_share", "delay_share", "gust_share", "weak_motor_share", "nominal_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"scenario {name} must be in [0, 1], got {getattr(self, name)}")
         pairs = {"reference_duration": 1e-3, "reference_heading": -math.inf, "delay_ms": 0, "wind": 0, "gust": 0,
@@ -119,6 +121,21 @@ ROBUST = ScenarioCfg(
     delay_share=0.5, delay_ms=(0.0, 20.0), wind=(0.0, 0.15), gust_share=0.2, gust=(0.0, 0.3), gust_time=(0.5, 4.0),
     weak_motor_share=0.15, weak_motor_scale=(0.7, 1.0), noise_scale=(0.0, 4.0))
 
+MIXED = ScenarioCfg(
+    # what APG's flights train for the scorecard (`eyas distill --apg_env mixed`): half the episodes are RAPTOR's MDP,
+    # which keeps the hover precision; the other half fly ROBUST's references, winds and gusts, delays to 12 ms (the
+    # scorecard's 10 ms case; 20 ms makes most episodes hopeless and their gradients swamp the rest) and weak
+    # motors, without observation noise (a differentiated flight gains nothing from it)
+    reference_share=0.3, reference_amplitude_min=(0.0, 0.0, 0.0), reference_amplitude_max=(1.0, 1.2, 0.3),
+    reference_duration=(5.0, 12.0), reference_ramp=1.0, reference_heading=(-math.pi, math.pi),
+    delay_share=0.3, delay_ms=(0.0, 12.0), wind=(0.0, 0.15), gust_share=0.2, gust=(0.0, 0.3), gust_time=(0.5, 4.0),
+    weak_motor_share=0.2, weak_motor_scale=(0.7, 1.0), nominal_share=0.5)
+
+SMOOTH = dataclasses.replace(
+    # MIXED without what makes a flight's gradient explode when differentiated through all of its steps (delay,
+    # gusts, weak motors): references and wind, for APG's whole-horizon steps
+    MIXED, delay_ms=(0.0, 0.0), gust_share=0.0, gust=(0.0, 0.0), weak_motor_share=0.0)
+
 
 class TASK:
     """Rows of the packed task tensor (one column per env row)."""
@@ -168,6 +185,10 @@ def sample_tasks(cfg: ScenarioCfg, params: Params, generator: torch.Generator
     hit = weak[:, None] & (torch.arange(4, device=device)[None] == rotor.to(device)[:, None])
     T[TASK.MOTOR_SCALE] = torch.where(hit, scale[:, None], torch.ones_like(scale)[:, None]).T
     T[TASK.NOISE_SCALE] = uniform(cfg.noise_scale, rand(n))
+    if cfg.nominal_share > 0:  # drawn last: the other draws stay those of the same configuration without it
+        nominal = rand(n) < cfg.nominal_share
+        T = torch.where(nominal, hovering_tasks(n, dtype, device), T)
+        wind = wind * ~nominal[:, None]
     return T, wind
 
 
