@@ -200,16 +200,18 @@ def reward_rows(x: Rows, x_next: Rows, position: Rows, actions: Rows, last_actio
 
 
 # ------------------------------------------------------------------------------------------- observation
-def observe(s: EnvState, settings: Settings, rotor_speeds: Rows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def observe(s: EnvState, settings: Settings, known: tuple[Rows, Rows, Rows] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise-free policy observation (18 + 4 H, B), teacher observation (B-columns) as rows of one buffer (the
-    policy rows a view of its first rows). Layouts: `eyas.envs.point_control`. ``rotor_speeds``: when known."""
-    x = tuple(s.X.unbind(0))
+    policy rows a view of its first rows). Layouts: `eyas.envs.point_control`. ``known``: the rows of ``s.X``,
+    ``s.H`` and the normalised rotor speeds, where the caller computed them (compiled, reading them back from the
+    stacked ``X`` and ``H`` would cost a store and a load of each)."""
+    x, history, rotor_speeds = known or (tuple(s.X.unbind(0)), tuple(s.H.unbind(0)), None)
     position, velocity, acceleration = errors(x, s, s.length, settings.moving)
     if settings.clip:
         position = tuple(e.clamp(-0.5, 0.5) for e in position)
         velocity = tuple(e.clamp(-1.0, 1.0) for e in velocity)
     rotation = fused.rotation_matrix(x[3:7])
-    history = tuple(s.H.unbind(0))
     rotor_speeds = normalized_rotor_speeds(x, s.P) if rotor_speeds is None else rotor_speeds
     rows = position + rotation[0] + rotation[1] + rotation[2] + velocity + x[10:13] + history + rotor_speeds
     features = s.F
@@ -242,6 +244,13 @@ def advance(s: EnvState, actions: torch.Tensor, settings: Settings, noise: torch
             ) -> tuple[EnvState, Outcome]:
     """One step of every row, without resets (module docstring). ``actions`` (B, 4) as the policy gave them; the
     action ``noise`` (B, 4, or None) is added to what reaches the rotors. Differentiable in the state and actions."""
+    return _advance(s, actions, settings, noise)[1:]
+
+
+def _advance(s: EnvState, actions: torch.Tensor, settings: Settings, noise: torch.Tensor | None
+             ) -> tuple[Rows, EnvState, Outcome]:
+    """`advance`, and the next state's rows (``X`` unstacked): a compiled step that reads them from the stacked
+    ``X`` instead has inductor store that stack and load it back in further loops."""
     A = actions.to(s.X.dtype).T
     x = tuple(s.X.unbind(0))
     commands = A if noise is None else A + noise.to(s.X.dtype).T
@@ -267,7 +276,7 @@ def advance(s: EnvState, actions: torch.Tensor, settings: Settings, noise: torch
     rewards = torch.where(terminated, param_rows(s.P, "mdp.reward.termination_penalty"), step_reward)
     history = torch.cat([A, s.H[:-4]]) if s.H.shape[0] > 4 else A
     nxt = EnvState(torch.stack(x_next), s.P, s.T, s.F, history, C, A, length, s.ret + rewards)
-    return nxt, Outcome(terminated, terms, rewards, position, velocity)
+    return x_next, nxt, Outcome(terminated, terms, rewards, position, velocity)
 
 
 def _delayed_step(x: Rows, commands: Rows, s: EnvState, d: fused.DynamicsRows) -> tuple[Rows, torch.Tensor]:
@@ -302,7 +311,7 @@ def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, sta
     are its first rows), ``rewards``, ``dones``, ``terminated``, ``time_outs``, ``terms``, the finished episodes'
     mean statistics ``log``, ``position_error`` and ``checks`` = (rows finished, any NaN action, any inf action):
     one host read for all three."""
-    nxt, out = advance(s, actions, settings, noise)
+    x_next, nxt, out = _advance(s, actions, settings, noise)
     time_outs = (nxt.length >= max_length) & ~out.terminated
     dones = out.terminated | time_outs
     count = dones.sum()
@@ -311,8 +320,8 @@ def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, sta
     log = torch.stack([(f * dones).sum() for f in finished]) / count.clamp(min=1)
     checks = torch.stack([count, torch.isnan(actions).any().long(), torch.isinf(actions).any().long()])
     blocks = EpisodeStarts.layout(has_params)
-    begun, rotor_speeds = _begin_finished(nxt, dones, starts, blocks, settings)
-    _, teacher = observe(begun, settings, rotor_speeds)
+    begun, known = _begin_finished(nxt, x_next, dones, starts, blocks, settings)
+    _, teacher = observe(begun, settings, known)
     result = {"X": begun.X, "H": begun.H, "C": begun.C, "A": begun.A, "length": begun.length, "ret": begun.ret,
               "teacher": teacher, "rewards": out.rewards, "terminated": out.terminated, "time_outs": time_outs,
               "dones": dones, "terms": torch.stack(out.terms), "log": log, "position_error": norm(out.position_error),
@@ -320,22 +329,24 @@ def env_step(s: EnvState, actions: torch.Tensor, noise: torch.Tensor | None, sta
     return result | ({"F": begun.F} if settings.gusts else {})
 
 
-def _begin_finished(s: EnvState, dones: torch.Tensor, starts: torch.Tensor, blocks: dict,
-                    settings: Settings) -> tuple[EnvState, Rows]:
-    """`env_step`'s auto-reset: the state after it (parameters as they were; the task the new one where the
-    observation reads it) and every row's normalised rotor speeds."""
+def _begin_finished(s: EnvState, x: Rows, dones: torch.Tensor, starts: torch.Tensor, blocks: dict,
+                    settings: Settings) -> tuple[EnvState, tuple[Rows, Rows, Rows]]:
+    """`env_step`'s auto-reset of ``s`` (its state's rows ``x``): the state after it (parameters as they were; the
+    task the new one where the observation reads it) and the rows of its ``X``, its ``H`` and every row's
+    normalised rotor speeds (`observe`'s ``known``)."""
     rows = tuple(starts.unbind(0))
-    x_new = tuple(torch.where(dones, a, b) for a, b in zip(rows[blocks["X"]], s.X.unbind(0)))
+    x_new = tuple(torch.where(dones, a, b) for a, b in zip(rows[blocks["X"]], x))
     rotor_speeds = tuple(torch.where(dones, a, b) for a, b in zip(rows[blocks["rotor_speeds"]],
-                                                                  normalized_rotor_speeds(tuple(s.X.unbind(0)), s.P)))
-    fill = torch.stack(rotor_speeds)
-    H = torch.where(dones, fill.repeat(s.H.shape[0] // 4, 1), s.H)
-    C = torch.where(dones, fill.repeat(s.C.shape[0] // 4, 1), s.C) if s.C is not None else None
+                                                                  normalized_rotor_speeds(x, s.P)))
+    history = tuple(torch.where(dones, rotor_speeds[k % 4], h) for k, h in enumerate(s.H.unbind(0)))
+    C = (torch.where(dones, torch.stack(rotor_speeds).repeat(s.C.shape[0] // 4, 1), s.C) if s.C is not None
+         else None)
     T = torch.where(dones, starts[blocks["T"]], s.T) if settings.moving or settings.privileged else s.T
     keep = ~dones
     # contiguous: the env feeds A back as the next step's input, and another layout would be a second graph
-    return EnvState(torch.stack(x_new), s.P, T, torch.where(dones, starts[blocks["features"]], s.F), H, C,
-                    (s.A * keep).contiguous(), s.length * keep, s.ret * keep), rotor_speeds
+    return EnvState(torch.stack(x_new), s.P, T, torch.where(dones, starts[blocks["features"]], s.F),
+                    torch.stack(history), C, (s.A * keep).contiguous(), s.length * keep,
+                    s.ret * keep), (x_new, history, rotor_speeds)
 
 
 def policy_observation(state, action_history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
