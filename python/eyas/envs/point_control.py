@@ -122,10 +122,12 @@ class PointControlEnv(VecEnv, gym.Env):
         n, kwargs = self.num_envs, {"device": self.device, "dtype": self.dtype}
         self._noisy_observations = any(dataclasses.asdict(cfg.observation_noise).values())
         self._batch = torch.Size([n])
-        # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.envs.step.EnvState`)
-        self._P = PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._starts.new_params(n),
-                              self.dtype)
-        self._T = torch.zeros(TASK.SIZE, n, **kwargs)
+        # Everything per row lives packed, one contiguous (B,) row per quantity (`eyas.envs.step.EnvState`); P and T
+        # are views of one tensor, in `EpisodeStarts`' order: finished rows take both in one copy (`step`)
+        self._PT = torch.zeros(PARAMS.size + TASK.SIZE, n, **kwargs)
+        self._P, self._T = self._PT[:PARAMS.size], self._PT[PARAMS.size:]
+        PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._starts.new_params(n), self.dtype,
+                    out=self._P)
         self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)
         self._X = torch.zeros(fused.STATE.size, n, **kwargs)
         self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
@@ -225,6 +227,7 @@ class PointControlEnv(VecEnv, gym.Env):
             self._P[:, rows] = starts.P
             self._params_view = None
         self._T[:, rows] = starts.T
+        self._F = self._F.clone()  # it may view the last teacher observation handed out (`step`): not written into
         self._F[:, rows] = starts.features
         fill = starts.rotor_speeds
         self._H[:, rows] = fill.repeat(self.cfg.action_history_length, 1)
@@ -305,12 +308,14 @@ class PointControlEnv(VecEnv, gym.Env):
                   "position_error": out["position_error"], "termination_terms": dict(zip(TERMS, out["terms"].unbind(0)))}
         self._X, self._H, self._C, self._A = out["X"], out["H"], out["C"], out["A"]
         self.episode_length_buf, self.episode_return = out["length"], out["ret"]
+        # every row's features as the step wrote them into the teacher rows (the finished rows' new ones; with gusts
+        # those rows differ, and the step returns F): a view, not a copy of the finished columns
+        self._F = out["F"] if self.settings.gusts else out["teacher"][self.num_obs + 4:self.num_teacher_obs]
         if count:  # the finished rows began their next episode in the step: its constants, and the one after
             extras["log"] = dict(zip(LOG_KEYS, out["log"].unbind(0)))
             rows = out["dones"].nonzero()[:, 0]
-            for name, own in (("P", self._P), ("T", self._T), ("features", self._F)):
-                if name != "P" or nxt.has_params:
-                    own.index_copy_(1, rows, nxt.data[nxt.blocks[name]].index_select(1, rows))
+            own, first = (self._PT, "P") if nxt.has_params else (self._T, "T")
+            own.index_copy_(1, rows, nxt.data[nxt.blocks[first].start:nxt.blocks["T"].stop].index_select(1, rows))
             self._params_view = None
             self._renew_next(rows)
         return self._observations(out["teacher"]), out["rewards"], out["dones"].long(), extras
@@ -356,7 +361,10 @@ class PointControlEnv(VecEnv, gym.Env):
             value = saved[name]
             if getattr(self, name).shape != value.shape:
                 raise ValueError("saved env state does not fit this env (other num_envs or config)")
-            setattr(self, name, value.to(self.device, getattr(self, name).dtype).clone())
+            if name in ("_P", "_T"):  # views of one tensor
+                getattr(self, name).copy_(value)
+            else:
+                setattr(self, name, value.to(self.device, getattr(self, name).dtype).clone())
         self._params_view = None
         self.generator.set_state(saved["generator"])
         self.noise_generator.set_state(saved["noise_generator"])
