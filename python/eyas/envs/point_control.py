@@ -284,9 +284,10 @@ class PointControlEnv(VecEnv, gym.Env):
         """The observation groups from the teacher rows (num_privileged_obs or num_teacher_obs, B): (B, ...) views."""
         noise = self.observation_noise()
         policy = teacher[:self.num_obs].T if noise is None else teacher[:self.num_obs].T + noise
-        groups = {"policy": policy, "teacher": teacher[:self.num_teacher_obs].T}
         if self.cfg.privileged:
-            groups["privileged"] = teacher.T
+            groups = {"policy": policy, "teacher": teacher[:self.num_teacher_obs].T, "privileged": teacher.T}
+        else:
+            groups = {"policy": policy, "teacher": teacher.T}
         return TensorDict._new_unsafe(groups, batch_size=self._batch, device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------

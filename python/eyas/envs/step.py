@@ -97,7 +97,7 @@ class EpisodeStarts:
 
     def __init__(self, data: torch.Tensor, has_params: bool):
         self.data, self.has_params = data, has_params
-        self.blocks = self.layout(has_params)
+        self.blocks = _LAYOUTS[has_params]
 
     @staticmethod
     def layout(has_params: bool) -> dict[str, slice]:
@@ -132,6 +132,10 @@ class EpisodeStarts:
 
     def cat(self, other: "EpisodeStarts") -> "EpisodeStarts":
         return EpisodeStarts(torch.cat([self.data, other.data], 1), self.has_params)
+
+
+_LAYOUTS = {has_params: EpisodeStarts.layout(has_params) for has_params in (False, True)}  # made once: the env
+# takes starts (`EpisodeStarts.columns`) every step
 
 
 # ------------------------------------------------------------------------------------------- rows of the step
