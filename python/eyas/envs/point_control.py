@@ -128,6 +128,10 @@ class PointControlEnv(VecEnv, gym.Env):
         self._P, self._T = self._PT[:PARAMS.size], self._PT[PARAMS.size:]
         PARAMS.pack(self._fixed_params if self._fixed_params is not None else self._starts.new_params(n), self.dtype,
                     out=self._P)
+        # the rows of P and T finished rows take from their starts: not fixed parameters, nor all-hovering tasks
+        low, high = (0 if self._fixed_params is None else PARAMS.size), PARAMS.size + TASK.SIZE * sc.active
+        first = EpisodeStarts.layout(low == 0)["P" if low == 0 else "T"].start
+        self._taken = (self._PT[low:high], slice(first, first + high - low)) if high > low else None
         self._F = torch.zeros(NUM_DYNAMICS_FEATURES, n, **kwargs)
         self._X = torch.zeros(fused.STATE.size, n, **kwargs)
         self._H = torch.zeros(4 * cfg.action_history_length, n, **kwargs)  # previous actions, most recent first
@@ -284,10 +288,8 @@ class PointControlEnv(VecEnv, gym.Env):
         """The observation groups from the teacher rows (num_privileged_obs or num_teacher_obs, B): (B, ...) views."""
         noise = self.observation_noise()
         policy = teacher[:self.num_obs].T if noise is None else teacher[:self.num_obs].T + noise
-        if self.cfg.privileged:
-            groups = {"policy": policy, "teacher": teacher[:self.num_teacher_obs].T, "privileged": teacher.T}
-        else:
-            groups = {"policy": policy, "teacher": teacher.T}
+        groups = ({"policy": policy, "teacher": teacher[:self.num_teacher_obs].T, "privileged": teacher.T}
+                  if self.cfg.privileged else {"policy": policy, "teacher": teacher.T})
         return TensorDict._new_unsafe(groups, batch_size=self._batch, device=self.device)
 
     # --- step -----------------------------------------------------------------------------------------
@@ -315,8 +317,9 @@ class PointControlEnv(VecEnv, gym.Env):
         if count:  # the finished rows began their next episode in the step: its constants, and the one after
             extras["log"] = dict(zip(LOG_KEYS, out["log"].unbind(0)))
             rows = out["dones"].nonzero()[:, 0]
-            own, first = (self._PT, "P") if nxt.has_params else (self._T, "T")
-            own.index_copy_(1, rows, nxt.data[nxt.blocks[first].start:nxt.blocks["T"].stop].index_select(1, rows))
+            if self._taken is not None:
+                own, block = self._taken
+                own.index_copy_(1, rows, nxt.data[block].index_select(1, rows))
             self._params_view = None
             self._renew_next(rows)
         return self._observations(out["teacher"]), out["rewards"], out["dones"].long(), extras
