@@ -73,15 +73,13 @@ def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: tor
     student observes the state (`eyas.envs.step.observe`, plus the ``noise`` drawn for it), acts
     (`eyas.model.policy_step`), the env steps (`eyas.envs.step.advance`), and the step's cost is summed over the
     ``alive`` rows. Rows that were not alive, or terminate now, keep their last state, cut from the graph. Returns
-    the next ``state``, ``hidden`` and ``alive``, ``terminated`` (rows ending by a termination at this step), the
+    the next ``state`` (its changing fields X, H, C, A, length: `next_state` completes it), ``hidden`` and ``alive``, ``terminated`` (rows ending by a termination at this step), the
     sums ``cost``, ``imitation`` and ``running``, and the next state's noise-free ``teacher`` observation rows
     (detached, for the teachers' next labels; the policy's are its first rows)."""
     policy, _ = observe(s, settings)
     obs = policy.T if noise is None else policy.T + noise
     actions, hidden_next = policy_step(w, obs.to(w.w_in.dtype), hidden)
     nxt, out = advance(s, actions, settings)
-    # the env's return is no part of APG's cost: left as it was, its reward terms drop out of the compiled graph
-    nxt = nxt._replace(ret=s.ret)
     terminated = out.terminated & alive
     qx, qy = nxt.X[4], nxt.X[5]
     limit = lambda name: param_rows(s.P, f"mdp.termination.{name}_threshold")  # noqa: E731
@@ -101,11 +99,20 @@ def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: tor
         imitation = (actions - labels.to(actions.dtype)).square().mean(-1)
         result["imitation"] = torch.where(alive, imitation, 0).sum()
     keep = alive & ~terminated
-    result["state"] = nxt.where(keep, s.detached())
+    kept = nxt.where(keep, s.detached())
+    # not returned: the episode's constants (outputs aliasing inputs cost the compiled graph's wrapper a view each per
+    # call) and the env's return (no part of APG's cost: its reward terms then drop out of the graph)
+    result["state"] = (kept.X, kept.H, kept.C, kept.A, kept.length)
     result["hidden"] = torch.where(keep[:, None], hidden_next, hidden.detach())
     result["alive"] = keep
-    result["teacher"] = observe(result["state"].detached(), settings)[1]
+    result["teacher"] = observe(kept.detached(), settings)[1]
     return result
+
+
+def next_state(s: EnvState, out: dict) -> EnvState:
+    """The state after `flight_step` ``out`` of ``s``: its changing fields from ``out``, the others ``s``'s."""
+    X, H, C, A, length = out["state"]
+    return s._replace(X=X, H=H, C=C, A=A, length=length)
 
 
 class Step(NamedTuple):
@@ -213,7 +220,7 @@ class AnalyticPolicyGradient:
             yield Step(s.X, labels, alive, out["terminated"], out, last)
             if last:
                 break
-            s, hidden, alive, teacher = out["state"], out["hidden"], out["alive"], out["teacher"]
+            s, hidden, alive, teacher = next_state(s, out), out["hidden"], out["alive"], out["teacher"]
             if detach_every and (t + 1) % detach_every == 0:
                 s, hidden = s.detached(), hidden.detach()
 
