@@ -73,9 +73,10 @@ def flight_step(w: StudentWeights, s: EnvState, hidden: torch.Tensor, alive: tor
     student observes the state (`eyas.envs.step.observe`, plus the ``noise`` drawn for it), acts
     (`eyas.model.policy_step`), the env steps (`eyas.envs.step.advance`), and the step's cost is summed over the
     ``alive`` rows. Rows that were not alive, or terminate now, keep their last state, cut from the graph. Returns
-    the next ``state`` (its changing fields X, H, C, A, length: `next_state` completes it), ``hidden`` and ``alive``, ``terminated`` (rows ending by a termination at this step), the
-    sums ``cost``, ``imitation`` and ``running``, and the next state's noise-free ``teacher`` observation rows
-    (detached, for the teachers' next labels; the policy's are its first rows)."""
+    the next ``state`` (its changing fields X, H, C, A, length: `next_state` completes it), ``hidden`` and
+    ``alive``, ``terminated`` (rows ending by a termination at this step), the sums ``cost``, ``imitation`` and
+    ``running``, and the next state's noise-free ``teacher`` observation rows (detached, for the teachers' next
+    labels; the policy's are its first rows)."""
     policy, _ = observe(s, settings)
     obs = policy.T if noise is None else policy.T + noise
     actions, hidden_next = policy_step(w, obs.to(w.w_in.dtype), hidden)
