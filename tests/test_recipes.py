@@ -16,7 +16,8 @@ MAIN_JOB_FLAGS = """--teacher_checkpoint fixtures/teachers/privileged
   --on_policy false --max_dataset_steps 400000
   --eval_every 10 --eval_episodes 64 --eval_registry_episodes 10 --final_eval_episodes 500 --final_scorecard_episodes 128
   --apg_iterations 250 --apg_envs 512 --apg_horizon 500 --apg_window 100 --apg_window_steps 200
-  --apg_steady_weight 5 --apg_registry_share 0.25 --apg_env mixed smooth --apg_env_steps 200
+  --apg_steady_weight 5 --apg_registry_share 0.25 --apg_average_decay 0.9
+  --apg_env mixed smooth --apg_env_steps 200
   --checkpoint_every 10 --num_threads 1 --seed 0""".split()
 # the <= 30-minute command (fixtures/students/thirty_minutes_mixed): the main job with 425 APG steps, without --log_dir
 THIRTY_MINUTES_FLAGS = [*MAIN_JOB_FLAGS, "--apg_iterations", "425", "--apg_window_steps", "350", "--apg_env_steps", "350"]
