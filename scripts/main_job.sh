@@ -20,14 +20,14 @@ echo "== 1/2 parity: released RAPTOR checkpoint, PyTorch vs rl-tools C++"
 # rl-tools' best actor; docs/distillation.md; distilled_actor.h5 is rl-tools' result, best_actor.h5 the fine-tuned
 # one).
 # The APG flights' first compile (~2.5 min on one core with an empty inductor cache) is done on the second core
-# while the distillation runs on the first: a one-step APG run of 40 episodes with the recipe's APG settings fills
-# the cache (~/.cache/eyas/inductor) that the real run then reads; batch sizes are symbolic in the compiled graphs,
-# so they are the same graphs. Its files go to a temporary folder; should it fail, the real run compiles them itself.
+# while the distillation runs on the first: a one-step APG run with the recipe's APG settings (its batch included:
+# APG's graphs are compiled for it) fills the cache (~/.cache/eyas/inductor) that the real run then reads. Its files
+# go to a temporary folder; should it fail, the real run compiles them itself.
 WARMUP_DIR=$(mktemp -d) WARMUP=
 trap 'kill "$WARMUP" 2>/dev/null || true; rm -rf "$WARMUP_DIR"' EXIT
 .venv/bin/eyas distill --config recipes/main_job.toml --n_epochs 0 --init_student "$CHECKPOINT" \
   --num_envs 40 --num_episodes 40 --offset_episodes 40 --eval_episodes 40 --eval_registry_episodes 1 \
-  --final_eval_episodes 40 --apg_iterations 1 --apg_envs 40 --apg_eval_episodes 40 \
+  --final_eval_episodes 40 --apg_iterations 1 --apg_eval_episodes 40 \
   --plots false --quiet --log_dir "$WARMUP_DIR/run" > "$WARMUP_DIR/log" 2>&1 &
 WARMUP=$!
 

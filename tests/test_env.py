@@ -21,6 +21,7 @@ from eyas.envs import (
 )
 from eyas.envs import point_control
 from eyas.envs import starts as starts_module
+from eyas.envs.rollout import rollout
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # fixture in tests/conftest.py
@@ -270,6 +271,22 @@ def test_evaluate_resets_recurrent_state_where_episodes_start():
                                      "episode_length_std", "share_terminated", "share_terminated_ci95",
                                      "position_error_mean", "position_error_ci95", "final_position_error_mean",
                                      "rms_error_mean", "rms_error_ci95", "settling_steps_mean"}
+
+
+def test_rollout_without_position_errors_flies_the_same_episodes():
+    """``position_errors=False`` (what collection asks for) leaves the position statistics NaN and nothing else."""
+    runs = []
+    for position_errors in (True, False):
+        env = make(num_envs=6, dynamics="randomized", max_episode_length=40, seed=3)
+        actions = torch.Generator().manual_seed(0)
+        runs.append(rollout(env, lambda obs, mask: torch.rand(6, 4, generator=actions) * 0.4 - 0.2, num_episodes=12,
+                            seed=3, position_errors=position_errors))
+    full, lean = runs
+    for key in ("returns", "lengths", "terminated"):
+        assert torch.equal(getattr(full, key), getattr(lean, key))
+    assert full.position_error.isfinite().all() and full.rms_error.isfinite().all()
+    for key in ("position_error", "final_position_error", "rms_error", "settling_steps"):
+        assert getattr(lean, key).isnan().all()
 
 
 def test_raptor_policy_hovers_the_crazyflie():

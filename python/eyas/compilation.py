@@ -8,6 +8,7 @@ for bit.
 """
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from pathlib import Path
@@ -62,6 +63,17 @@ def compiled_function(fn, training: bool = False, device: torch.device | str = "
 
         _COMPILED[fn, kind] = _with_eager_fallback(fn, call)
     return _COMPILED[fn, kind]
+
+
+def freeze_long_lived_objects() -> None:
+    """Collect, then move every object alive now into the collector's permanent generation (`gc.freeze`), so that
+    later full collections skip them. Called once the compiled graphs of a loop exist: torch.compile holds ~0.5 M
+    long-lived Python objects, and an APG flight keeps every step's outputs alive until its backward, so they survive
+    into the oldest generation and trigger full collections, each of which would otherwise traverse all of them.
+    Objects frozen here are still freed when their last reference goes; only cycles among them outlive the process's
+    collections."""
+    gc.collect()
+    gc.freeze()
 
 
 def _use_eyas_cache_dir() -> None:

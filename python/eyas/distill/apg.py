@@ -42,7 +42,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from eyas import sim
-from eyas.compilation import compile_enabled, compiled_function
+from eyas.compilation import compile_enabled, compiled_function, freeze_long_lived_objects
 from eyas.distill.collect import draw_seed, env_with_dynamics, episode_env, episode_params
 from eyas.distill.config import APGConfig
 from eyas.distill.distributed import World
@@ -149,13 +149,16 @@ class AnalyticPolicyGradient:
                         if cfg.average_decay is not None else None)
         world.broadcast_parameters(student)
         self.iteration = 0
+        self._frozen = False
         # rows per iteration: one block of teachers, ``per_teacher`` episodes each, cycling through the bank
         self.teachers_per_batch = min(len(bank), cfg.envs)
         self.per_teacher = cfg.envs // self.teachers_per_batch
         self._next_teacher = 0
-        # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights
+        # the env's compile setting (PointControlEnvCfg.compile / EYAS_COMPILE) also compiles the flights, with static
+        # sizes (the batch is the run's ``envs``): a graph with symbolic sizes tags each of its ~60 saved and returned
+        # tensors with its symbolic dimensions on every call, Python work that a static graph skips
         compiled = compile_enabled(getattr(env_cfg, "compile", False))
-        self._flight_step = (compiled_function(flight_step, training=True, device=self.device)
+        self._flight_step = (compiled_function(flight_step, training=True, device=self.device, dynamic=False)
                              if compiled else flight_step)
 
     @property
@@ -294,6 +297,9 @@ class AnalyticPolicyGradient:
                 self.optimizer.step()
             windows.append(stats)
         self.iteration += 1
+        if not self._frozen:  # the flights' graphs exist now (`freeze_long_lived_objects`)
+            freeze_long_lived_objects()
+            self._frozen = True
         if self.average is not None:
             self.average.update_parameters(self.student)
         stats = {k: sum(w[k] for w in windows) / len(windows) for k in ("loss", "grad_norm", "cost", "imitation")}

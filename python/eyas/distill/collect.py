@@ -163,7 +163,7 @@ def fly_block(env, bank: TeacherBank, block: Block, *, student=None, **labels_kw
     else:
         student.reset(batch_size=env.num_envs, device=env.device)
         policy = lambda obs, reset_mask: student(obs["policy"].to(torch.float32))  # noqa: E731
-    stats = rollout(env, policy, on_step=labels, reset=False, sync_every=SYNC_EVERY)
+    stats = rollout(env, policy, on_step=labels, reset=False, sync_every=SYNC_EVERY, position_errors=False)
     return stats, labels
 
 

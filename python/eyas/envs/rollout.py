@@ -154,17 +154,20 @@ class _Episodes:
     """The running episode of every row (return, length, position errors) and the finished ones' slots
     ``out[key][episode index, row]``."""
 
-    def __init__(self, n: int, per_row: int, tail_steps: int, rms_from: int, settle_radius: float, device):
+    def __init__(self, n: int, per_row: int, tail_steps: int, rms_from: int, settle_radius: float, device,
+                 errors: bool = True):
         f64 = {"dtype": torch.float64, "device": device}
         self.rows, self.per_row = torch.arange(n, device=device), per_row
         self.rms_from, self.settle_radius = rms_from, settle_radius
-        self.returns, self.tail = torch.zeros(n, **f64), torch.zeros(n, tail_steps, **f64)
+        self.returns, self.tail = torch.zeros(n, **f64), torch.zeros(n, tail_steps if errors else 0, **f64)
         self.squares, self.counted, self.settled = torch.zeros(n, **f64), torch.zeros(n, **f64), torch.zeros(n, **f64)
         self.lengths = torch.zeros(n, dtype=torch.long, device=device)
         self.finished = torch.zeros(n, dtype=torch.long, device=device)
         self.out = {key: torch.full((per_row, n), math.nan, **f64) for key in PER_EPISODE}
         self.out["lengths"] = torch.zeros(per_row, n, dtype=torch.long, device=device)
         self.out["terminated"] = torch.zeros(per_row, n, dtype=torch.bool, device=device)
+        self.restarted = ((self.returns, self.lengths, self.tail, self.squares, self.counted, self.settled) if errors
+                          else (self.returns, self.lengths))  # the buffers a new episode zeroes
 
     def step(self, rewards: torch.Tensor, error: torch.Tensor | None) -> None:
         self.returns += rewards.to(torch.float64)
@@ -192,14 +195,15 @@ class _Episodes:
             out["rms_error"][k, counted] = (self.squares[counted] / self.counted[counted]).sqrt()
             out["settling_steps"][k, counted] = self.settled[counted]
         self.finished[ended] += 1
-        for buffer in (self.returns, self.lengths, self.tail, self.squares, self.counted, self.settled):
+        for buffer in self.restarted:
             buffer[ended] = 0
 
 
 @torch.no_grad()
 def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_step: StepHook | None = None,
             reset: bool = True, seed: int | None = None, tail_steps: int = 100, record_rows: int = 0,
-            sync_every: int = 1, rms_from: int = 0, settle_radius: float = 0.1) -> EpisodeStats:
+            sync_every: int = 1, rms_from: int = 0, settle_radius: float = 0.1,
+            position_errors: bool = True) -> EpisodeStats:
     """Fly ``env``'s rows until every row has finished its ``ceil(num_episodes / num_envs)`` episodes (default one
     each), the env restarting episodes itself; return the first ``num_episodes`` of them.
 
@@ -209,12 +213,13 @@ def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_ste
     fly from `env.get_observations()` (a fresh env). ``record_rows``: record the first episode of that many rows
     (`EpisodeStats.trajectories`, embedded env). ``sync_every``: steps between the host's checks for the end
     (a GPU synchronises at each). ``rms_from`` and ``settle_radius``: `EpisodeStats.rms_error` and
-    ``settling_steps``. Every row flies at most ``per_row * env.max_episode_length`` steps."""
+    ``settling_steps``; ``position_errors`` False leaves every position-error statistic NaN (collection reads
+    returns, lengths and terminations only). Every row flies at most ``per_row * env.max_episode_length`` steps."""
     n, device = env.num_envs, env.device
     per_row = 1 if num_episodes is None else math.ceil(num_episodes / n)
     obs = env.reset(seed=seed)[0] if reset else env.get_observations()
     reset_mask = torch.ones(n, dtype=torch.bool, device=device)
-    episodes = _Episodes(n, per_row, tail_steps, rms_from, settle_radius, device)
+    episodes = _Episodes(n, per_row, tail_steps, rms_from, settle_radius, device, position_errors)
     recorder = _FlightRecorder(min(record_rows, n))
     for t in range(per_row * int(env.max_episode_length)):
         if on_step is not None:
@@ -223,7 +228,7 @@ def rollout(env, policy_fn: PolicyFn, *, num_episodes: int | None = None, on_ste
         if recorder.flights:
             recorder.before_step(env, actions)
         obs, rewards, dones, extras = env.step(actions)
-        error = extras.get("position_error")
+        error = extras.get("position_error") if position_errors else None
         episodes.step(rewards, error)
         done = dones.bool()
         if bool(done.any()):

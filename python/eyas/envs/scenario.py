@@ -196,12 +196,19 @@ def sample_tasks(cfg: ScenarioCfg, params: Params, generator: torch.Generator
 
 def hovering_tasks(n: int, dtype: torch.dtype, device) -> torch.Tensor:
     """(TASK.SIZE, n) tasks of RAPTOR's MDP: no reference, delay, gust or weak motor; noise as configured."""
-    T = torch.zeros(TASK.SIZE, n, dtype=dtype, device=device)
-    T[TASK.DURATION] = 1.0
-    T[TASK.GUST_STEP] = -1.0
-    T[TASK.MOTOR_SCALE] = 1.0
-    T[TASK.NOISE_SCALE] = 1.0
-    return T
+    return torch.tensor(_HOVERING, dtype=dtype, device=device)[:, None].repeat(1, n)
+
+
+def _hovering_column() -> list[float]:
+    column = torch.zeros(TASK.SIZE, dtype=torch.float64)
+    column[TASK.DURATION] = 1.0
+    column[TASK.GUST_STEP] = -1.0
+    column[TASK.MOTOR_SCALE] = 1.0
+    column[TASK.NOISE_SCALE] = 1.0
+    return column.tolist()
+
+
+_HOVERING = _hovering_column()  # one task column, built once: the env draws hovering tasks at every restart
 
 
 def _horizontal(magnitude: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
