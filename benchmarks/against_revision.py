@@ -7,7 +7,8 @@ pairs) so that a drifting machine slows both alike, and prints each figure's med
 this / reference per round (ratios > 1 mean this checkout is faster for throughputs, slower for times).
 
     git worktree add /tmp/ref <revision> && python -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install -e /tmp/ref
-    python benchmarks/against_revision.py --reference /tmp/ref --reference_python /tmp/refvenv/bin/python
+    python benchmarks/against_revision.py --reference /tmp/ref --reference_python /tmp/refvenv/bin/python \
+        [--student fixtures/students/main_job_mixed/student.h5 --repeat 5]
 
 Each benchmark runs with one torch thread (a shared machine's other cores stay out of it).
 """
@@ -32,19 +33,21 @@ def env_figures(tree: Path, python: str, sizes: list[int], out: Path) -> dict:
     return {f"env steps/s, {row['num_envs']} envs": row["eyas_env_steps_per_s"] for row in json.loads(out.read_text())}
 
 
-def train_figures(tree: Path, python: str, out: Path) -> dict:
+def train_figures(tree: Path, python: str, out: Path, student: Path | None, repeat: int) -> dict:
     """Seconds of one compiled APG step and of one epoch's DAgger collection (bench_train.py)."""
     subprocess.run([python, str(tree / "benchmarks" / "bench_train.py"), "--threads", "1", "--paths", "compiled",
-                    "--teachers", str(tree / "fixtures" / "teachers" / "privileged"), "--skip_step", "--repeat", "2",
-                    "--json", str(out)], cwd=tree, check=True, stdout=subprocess.DEVNULL)
+                    "--teachers", str(tree / "fixtures" / "teachers" / "privileged"), "--skip_step", "--repeat",
+                    str(repeat), "--json", str(out)] + (["--student", str(student)] if student else []),
+                   cwd=tree, check=True, stdout=subprocess.DEVNULL)
     figures = json.loads(out.read_text())
     return {"APG step s": figures["apg_step_s"]["compiled"], "collect epoch s": figures["collect_epoch_s"]["compiled"]}
 
 
-def one_round(tree: Path, python: str, sizes: list[int], skip_train: bool) -> dict:
+def one_round(tree: Path, python: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        figures = env_figures(tree, python, sizes, Path(tmp) / "env.json")
-        return figures if skip_train else figures | train_figures(tree, python, Path(tmp) / "train.json")
+        figures = env_figures(tree, python, args.sizes, Path(tmp) / "env.json")
+        return figures if args.skip_train else figures | train_figures(tree, python, Path(tmp) / "train.json",
+                                                                        args.student, args.repeat)
 
 
 def main() -> None:
@@ -55,11 +58,15 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024, 4096])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip_train", action="store_true", help="only bench_env")
+    p.add_argument("--student", type=lambda v: Path(v).resolve(), default=None,
+                   help="a trained rl-tools .h5 student for both checkouts' DAgger and APG flights (default: an "
+                        "untrained one, whose flights end within ~50 steps)")
+    p.add_argument("--repeat", type=int, default=2, help="bench_train's APG steps timed per round")
     args = p.parse_args()
     this, ref = [], []
     for r in range(args.rounds):
-        this.append(one_round(ROOT, args.python, args.sizes, args.skip_train))
-        ref.append(one_round(args.reference.resolve(), args.reference_python, args.sizes, args.skip_train))
+        this.append(one_round(ROOT, args.python, args))
+        ref.append(one_round(args.reference.resolve(), args.reference_python, args))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     print(f"{'figure':28s} {'this':>12s} {'reference':>12s} {'ratio (median of rounds)':>26s}")
     for key in this[0]:
