@@ -4,8 +4,9 @@
 Two worker processes, one per checkout (each with its own Python), build the same workload, then take turns on one
 core: A times one iteration, hands over to B through a pipe, B times one, ... So every pair of figures is measured
 seconds apart, and a machine whose speed drifts by tens of percent between processes (as shared cores do) still gives
-a tight ratio. Prints each side's median wall and CPU seconds per iteration and the median of the pairs' ratios
-this / reference (> 1: this checkout is slower), with their quartiles.
+a tight ratio. Prints each side's median wall and CPU seconds per iteration and the median ratio of each of this
+checkout's iterations to the geometric mean of the reference's iterations before and after it (> 1: this checkout
+is slower; the reference goes first, and the two neighbours cancel the order), with their quartiles.
 
     python benchmarks/interleaved.py --reference /tmp/ref --reference_python /tmp/refvenv/bin/python \\
         --work apg --student fixtures/students/main_job_mixed/student.h5 [--pairs 40] [--cpu 0]
@@ -120,7 +121,9 @@ def compare(args) -> None:
     this, ref = ([tuple(map(float, line.split())) for line in out.splitlines()] for out in outputs)
     print(f"{args.work}: {len(this)} interleaved pairs")
     for k, name in enumerate(("wall", "cpu")):
-        ratios = sorted(a[k] / b[k] for a, b in zip(this, ref))
+        # each of this checkout's iterations against the geometric mean of the reference's just before and after it,
+        # so that neither side gains from its place in the turns
+        ratios = sorted(this[i][k] / (ref[i][k] * ref[i + 1][k]) ** 0.5 for i in range(len(this) - 1))
         print(f"{name:5s} s: this {statistics.median(a[k] for a in this):.4f}  reference "
               f"{statistics.median(b[k] for b in ref):.4f}  this / reference {statistics.median(ratios):.3f} "
               f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[3 * len(ratios) // 4]:.3f})")
